@@ -1,0 +1,624 @@
+//! Exact diagonalization: matrix-free Lanczos in symmetry sectors, with a dense solver for
+//! cross-checks, memory estimates made before anything large is allocated, and ground-state
+//! expectation values.
+//!
+//! Spin-1/2 Hamiltonians run on packed `u64` states in the full space, a fixed-`Sz` sector, or
+//! a momentum / spin-flip-parity sector (see [`basis`]); oscillator Hamiltonians run in the
+//! full truncated Fock space. Amplitudes are `f64` whenever the Hamiltonian and the sector's
+//! characters are real and `Complex64` otherwise.
+
+pub mod basis;
+pub mod dense;
+pub mod lanczos;
+pub mod sector;
+
+use num_complex::Complex64;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::hilbert::Hilbert;
+use crate::lattice::Lattice;
+use crate::operator::{Connections, Hamiltonian, LocalOp, LocalOperator, Model, Operator, PauliSum, Term};
+use crate::scalar::Scalar;
+use basis::{matvec, real_characters, FullBasis, SpinBasis, SymmetricBasis, SzBasis};
+use lanczos::{dot, lanczos, LanczosOptions};
+pub use sector::{Sector, Symmetries};
+
+/// Which sector to diagonalize in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SectorChoice {
+    /// Find the sector holding the ground state (see [`solve`]).
+    Auto,
+    Fixed(Sector),
+}
+
+/// Settings of an exact solve.
+#[derive(Clone, Debug)]
+pub struct ExactOptions {
+    pub sector: SectorChoice,
+    /// Number of distinct lowest levels (2 or more gives the gap).
+    pub levels: usize,
+    /// Relative tolerance of the energies.
+    pub tol: f64,
+    /// Seed of the Lanczos start vector.
+    pub seed: u64,
+    /// Memory the solver may use, in bytes (default: the system's available memory).
+    pub memory_limit: Option<u64>,
+    /// Print a progress line on stderr for runs longer than a second.
+    pub progress: bool,
+}
+
+impl Default for ExactOptions {
+    fn default() -> Self {
+        ExactOptions {
+            sector: SectorChoice::Auto,
+            levels: 1,
+            tol: 1e-10,
+            seed: 1,
+            memory_limit: None,
+            progress: false,
+        }
+    }
+}
+
+/// One sector looked at by the automatic search, with its (roughly converged) lowest energy.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScannedSector {
+    pub sector: String,
+    pub dimension: u64,
+    pub energy: f64,
+}
+
+/// The result of an exact solve.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExactResult {
+    pub energy: f64,
+    pub energy_per_site: f64,
+    /// Lowest distinct levels in the sector, ascending.
+    pub levels: Vec<f64>,
+    /// `levels[1] - levels[0]` when two or more levels were asked for.
+    pub gap: Option<f64>,
+    pub dimension: u64,
+    pub sector: String,
+    pub n_sites: usize,
+    pub iterations: usize,
+    pub converged: bool,
+    pub seconds: f64,
+    /// Estimated peak memory of the solve, bytes.
+    pub memory_bytes: u64,
+    /// Ground-state expectation values (see [`observables`] for the definitions).
+    pub observables: BTreeMap<String, f64>,
+    /// Sectors compared by the automatic search (empty when the sector was given).
+    pub scanned: Vec<ScannedSector>,
+}
+
+/// Available memory in bytes (`MemAvailable` of /proc/meminfo; 8 GiB if unknown).
+pub fn available_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(8 << 30)
+}
+
+/// Largest full spin space that the automatic search diagonalizes without symmetries.
+const AUTO_FULL_MAX: f64 = (1u64 << 20) as f64;
+/// Krylov vectors kept for the one-pass ground-state vector when memory allows.
+const STORED_VECTORS: f64 = 400.0;
+
+/// Finds the lowest levels of `model` on `lattice`.
+///
+/// With [`SectorChoice::Auto`], spin models are solved in the full space up to `2^20` states;
+/// above that, `Sz`-conserving models are solved in every `Sz` sector (only `Sz >= 0` when the
+/// model is spin-flip symmetric), each converged roughly, and the lowest is then converged
+/// fully. When even one `Sz` sector does not fit in memory, translation-invariant models add
+/// momentum (and spin-flip parity at `Sz = 0`) and the search assumes the smallest `|Sz|`,
+/// which holds for antiferromagnets; pass `--sector` for anything else.
+pub fn solve(lattice: &Lattice, model: &Model, opts: &ExactOptions) -> Result<ExactResult> {
+    let t0 = Instant::now();
+    let hilbert = model.hilbert(lattice);
+    let terms = model.terms(lattice);
+    let h = Hamiltonian::compile(hilbert, &terms);
+    let available = opts.memory_limit.unwrap_or_else(available_memory);
+    let mut result = match &h {
+        Hamiltonian::Pauli(p) => solve_spin(p, lattice, model, opts, available)?,
+        Hamiltonian::Local(l) => {
+            if let SectorChoice::Fixed(s) = opts.sector {
+                if !s.is_full() {
+                    return Err(Error::Input(
+                        "symmetry sectors are implemented for spin-1/2 models only; use --sector full".into(),
+                    ));
+                }
+            }
+            solve_local(l, lattice, opts, available)?
+        }
+    };
+    result.seconds = t0.elapsed().as_secs_f64();
+    Ok(result)
+}
+
+/// What one Lanczos run in one sector produced.
+struct SectorRun {
+    levels: Vec<f64>,
+    dimension: u64,
+    iterations: usize,
+    converged: bool,
+    memory: u64,
+    observables: BTreeMap<String, f64>,
+}
+
+fn solve_spin(
+    p: &PauliSum,
+    lattice: &Lattice,
+    model: &Model,
+    opts: &ExactOptions,
+    available: u64,
+) -> Result<ExactResult> {
+    let n = lattice.n_sites();
+    let sym = Symmetries::of(p, lattice);
+    let real = p.is_real();
+    let fits = |s: &Sector| memory_needed(s, lattice, real, false) <= available;
+    let mut scanned = Vec::new();
+    let sector = match opts.sector {
+        SectorChoice::Fixed(s) => {
+            s.check(&sym, lattice)?;
+            s
+        }
+        SectorChoice::Auto => {
+            let mut candidates: Vec<Sector> = Vec::new();
+            let full = Sector::full();
+            if full.parent_dimension(n) <= AUTO_FULL_MAX || (!sym.u1 && fits(&full)) {
+                candidates.push(full);
+            } else if sym.u1 {
+                let top = if sym.flip { n / 2 } else { n };
+                candidates.extend((0..=top).map(|nd| Sector {
+                    n_down: Some(nd),
+                    ..Sector::default()
+                }));
+                if !candidates.iter().all(&fits) && sym.translation {
+                    let nd = n / 2;
+                    candidates = momentum_sectors(lattice, Some(nd), sym.flip && 2 * nd == n);
+                }
+            } else if sym.translation {
+                candidates = momentum_sectors(lattice, None, sym.flip);
+            } else {
+                candidates.push(full);
+            }
+            if candidates.len() > 1 {
+                let quick = LanczosOptions {
+                    levels: 1,
+                    tol: 1e-7,
+                    max_iter: 80,
+                    seed: opts.seed,
+                    store_vectors: false,
+                    want_vector: false,
+                };
+                for s in &candidates {
+                    let run = run_spin_sector(p, lattice, model, s, &quick, available, false)?;
+                    scanned.push(ScannedSector {
+                        sector: s.label(lattice),
+                        dimension: run.dimension,
+                        energy: run.levels[0],
+                    });
+                }
+                let best = (0..candidates.len())
+                    .min_by(|&a, &b| scanned[a].energy.total_cmp(&scanned[b].energy))
+                    .unwrap();
+                candidates[best]
+            } else {
+                candidates[0]
+            }
+        }
+    };
+    let est = sector.estimated_dimension(lattice);
+    let size = if real && real_characters(lattice, sector.momentum) { 8.0 } else { 16.0 };
+    let store = memory_needed(&sector, lattice, real, false) as f64 + STORED_VECTORS * est * size
+        <= 0.7 * available as f64;
+    let lopts = LanczosOptions {
+        levels: opts.levels,
+        tol: opts.tol,
+        max_iter: 3000,
+        seed: opts.seed,
+        store_vectors: store,
+        want_vector: true,
+    };
+    let run = run_spin_sector(p, lattice, model, &sector, &lopts, available, opts.progress)?;
+    Ok(finish(run, n, sector.label(lattice), scanned))
+}
+
+fn finish(run: SectorRun, n: usize, sector: String, scanned: Vec<ScannedSector>) -> ExactResult {
+    ExactResult {
+        energy: run.levels[0],
+        energy_per_site: run.levels[0] / n as f64,
+        gap: (run.levels.len() > 1).then(|| run.levels[1] - run.levels[0]),
+        levels: run.levels,
+        dimension: run.dimension,
+        sector,
+        n_sites: n,
+        iterations: run.iterations,
+        converged: run.converged,
+        seconds: 0.0,
+        memory_bytes: run.memory,
+        observables: run.observables,
+        scanned,
+    }
+}
+
+/// Every momentum sector (times both parities when `flip`) at fixed `n_down`.
+fn momentum_sectors(lattice: &Lattice, n_down: Option<usize>, flip: bool) -> Vec<Sector> {
+    let [lx, ly] = lattice.extent();
+    let mut out = Vec::new();
+    for ny in 0..ly {
+        for nx in 0..lx {
+            for parity in if flip { vec![Some(1), Some(-1)] } else { vec![None] } {
+                out.push(Sector {
+                    n_down,
+                    momentum: Some([nx, ny]),
+                    parity,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Bytes a Lanczos run in `sector` needs at least: the basis (and its construction) plus four
+/// vectors (three for the recurrence, one for the ground state).
+pub fn memory_needed(sector: &Sector, lattice: &Lattice, real_h: bool, stored: bool) -> u64 {
+    let dim = sector.estimated_dimension(lattice);
+    let size = if real_h && real_characters(lattice, sector.momentum) { 8.0 } else { 16.0 };
+    let n = lattice.n_sites();
+    let basis = if sector.momentum.is_some() || sector.parity.is_some() {
+        // (state, norm) pairs while building, then reps + norms, plus the bucket table.
+        40.0 * dim + 4.0 * 2f64.powi(n.min(22) as i32)
+    } else if sector.n_down.is_some() {
+        8.0 * dim + 12.0 * 2f64.powi(n.div_ceil(2) as i32)
+    } else {
+        0.0
+    };
+    let vectors = if stored { STORED_VECTORS + 4.0 } else { 4.0 } * dim * size;
+    (basis + vectors) as u64
+}
+
+fn run_spin_sector(
+    p: &PauliSum,
+    lattice: &Lattice,
+    model: &Model,
+    sector: &Sector,
+    lopts: &LanczosOptions,
+    available: u64,
+    progress: bool,
+) -> Result<SectorRun> {
+    let need = memory_needed(sector, lattice, p.is_real(), lopts.store_vectors);
+    if need > available {
+        return Err(Error::memory(
+            format!(
+                "exact diagonalization in sector {} (about {:.3e} states)",
+                sector.label(lattice),
+                sector.estimated_dimension(lattice)
+            ),
+            need,
+            available,
+        ));
+    }
+    let real = p.is_real() && real_characters(lattice, sector.momentum);
+    let n = lattice.n_sites();
+    let obs = SpinObservables::new(lattice, model);
+    macro_rules! go {
+        ($basis:expr) => {{
+            let b = $basis;
+            if real {
+                run_basis::<f64, _>(p, &b, &obs, lopts, need, progress)
+            } else {
+                run_basis::<Complex64, _>(p, &b, &obs, lopts, need, progress)
+            }
+        }};
+    }
+    Ok(if sector.momentum.is_some() || sector.parity.is_some() {
+        go!(SymmetricBasis::new(lattice, sector.momentum, sector.parity, sector.n_down))
+    } else if let Some(nd) = sector.n_down {
+        go!(SzBasis::new(n, nd))
+    } else {
+        go!(FullBasis::new(n))
+    })
+}
+
+/// The spin observables of the ground state:
+/// - `m2_uniform = <(sum_i Z_i)^2> / N^2`,
+/// - `m2_staggered = <(sum_i (-1)^(x+y) Z_i)^2> / N^2` (bipartite lattices),
+/// - `zz_nn = <Z_i Z_j>` and `xx_nn = <X_i X_j>` averaged over nearest-neighbour bonds
+///   (Pauli matrices; for spin operators divide by 4).
+struct SpinObservables {
+    n: usize,
+    sublattice_a: Option<u64>,
+    bonds: Vec<(usize, usize)>,
+    xx: PauliSum,
+}
+
+impl SpinObservables {
+    fn new(lattice: &Lattice, _model: &Model) -> Self {
+        let n = lattice.n_sites();
+        let sublattice_a = lattice.is_bipartite().then(|| {
+            (0..n)
+                .filter(|&i| lattice.sublattice_sign(i) > 0)
+                .fold(0u64, |a, i| a | 1 << i)
+        });
+        let bonds = lattice.bonds().to_vec();
+        let nb = bonds.len().max(1) as f64;
+        let terms: Vec<Term> = bonds
+            .iter()
+            .map(|&(i, j)| Term::new(1.0 / nb, &[(i, LocalOp::X), (j, LocalOp::X)]))
+            .collect();
+        let xx = match Hamiltonian::compile(Hilbert::new(n, crate::hilbert::LocalSpace::Spin), &terms) {
+            Hamiltonian::Pauli(p) => p,
+            Hamiltonian::Local(_) => unreachable!(),
+        };
+        SpinObservables {
+            n,
+            sublattice_a,
+            bonds,
+            xx,
+        }
+    }
+
+    /// Diagonal observables of one basis state (all invariant under translations and flips,
+    /// so a representative stands for its whole orbit).
+    fn diagonal(&self, s: u64) -> [f64; 3] {
+        let n = self.n as f64;
+        let m = n - 2.0 * s.count_ones() as f64;
+        let stag = self.sublattice_a.map(|a| {
+            let na = a.count_ones() as f64;
+            let ma = na - 2.0 * (s & a).count_ones() as f64;
+            let mb = (n - na) - 2.0 * (s & !a).count_ones() as f64;
+            ma - mb
+        });
+        let zz: f64 = self
+            .bonds
+            .iter()
+            .map(|&(i, j)| if (s >> i ^ s >> j) & 1 == 0 { 1.0 } else { -1.0 })
+            .sum::<f64>()
+            / self.bonds.len().max(1) as f64;
+        [m * m / (n * n), stag.map_or(f64::NAN, |v| v * v / (n * n)), zz]
+    }
+}
+
+fn run_basis<S: Scalar, B: SpinBasis>(
+    p: &PauliSum,
+    basis: &B,
+    obs: &SpinObservables,
+    lopts: &LanczosOptions,
+    memory: u64,
+    progress: bool,
+) -> SectorRun {
+    let dim = basis.dim();
+    let apply = |x: &[S], y: &mut [S]| matvec(p, basis, x, y);
+    let mut bar = Progress::new(progress, dim);
+    let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
+    bar.done();
+    let mut observables = BTreeMap::new();
+    if let Some(psi) = &res.vector {
+        let diag = (0..dim)
+            .into_par_iter()
+            .fold(
+                || [0.0; 3],
+                |mut acc, i| {
+                    let w = psi[i].abs2();
+                    let d = obs.diagonal(basis.state(i));
+                    for k in 0..3 {
+                        acc[k] += w * d[k];
+                    }
+                    acc
+                },
+            )
+            .reduce(|| [0.0; 3], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]]);
+        observables.insert("m2_uniform".to_string(), diag[0]);
+        if obs.sublattice_a.is_some() {
+            observables.insert("m2_staggered".to_string(), diag[1]);
+        }
+        observables.insert("zz_nn".to_string(), diag[2]);
+        let mut y = vec![S::zero(); dim];
+        matvec(&obs.xx, basis, psi, &mut y);
+        observables.insert("xx_nn".to_string(), dot(psi, &y).to_c64().re);
+    }
+    SectorRun {
+        levels: res.energies,
+        dimension: dim as u64,
+        iterations: res.iterations,
+        converged: res.converged,
+        memory: memory + basis.bytes(),
+        observables,
+    }
+}
+
+/// `y = H x` for an operator on the full truncated space (mixed-radix index), parallel over
+/// rows, with per-thread configuration and connection buffers.
+pub fn local_matvec<S: Scalar>(op: &LocalOperator, x: &[S], y: &mut [S]) {
+    let hilbert = op.hilbert();
+    const CHUNK: usize = 1 << 10;
+    y.par_chunks_mut(CHUNK).enumerate().for_each_init(
+        || (vec![0u8; hilbert.n_sites], Connections::new()),
+        |(s, conn), (c, ys)| {
+            for (k, yi) in ys.iter_mut().enumerate() {
+                let i = c * CHUNK + k;
+                hilbert.config_of(i as u64, s);
+                op.connected(s, conn);
+                let mut acc = S::from_c64(conn.diag) * x[i];
+                for m in 0..conn.len() {
+                    let j = hilbert.index_of(conn.config(m)) as usize;
+                    acc += S::from_c64(conn.values[m]).conj() * x[j];
+                }
+                *yi = acc;
+            }
+        },
+    );
+}
+
+fn solve_local(
+    op: &LocalOperator,
+    lattice: &Lattice,
+    opts: &ExactOptions,
+    available: u64,
+) -> Result<ExactResult> {
+    let hilbert = op.hilbert();
+    let n = hilbert.n_sites;
+    let dim = match hilbert.dim() {
+        Some(d) if d < (1u64 << 40) => d,
+        _ => {
+            return Err(Error::memory(
+                format!("exact diagonalization of {} states", 2f64.powf(hilbert.log2_dim())),
+                u64::MAX,
+                available,
+            ))
+        }
+    };
+    let size = if op.is_real() { 8 } else { 16 };
+    let need = 5 * dim * size;
+    if need > available {
+        return Err(Error::memory(
+            format!("exact diagonalization of {dim} states"),
+            need,
+            available,
+        ));
+    }
+    let lopts = LanczosOptions {
+        levels: opts.levels,
+        tol: opts.tol,
+        max_iter: 3000,
+        seed: opts.seed,
+        store_vectors: STORED_VECTORS as u64 * dim * size as u64 * 2 < available,
+        want_vector: true,
+    };
+    let obs_ops = oscillator_observables(lattice, hilbert);
+    let run = if op.is_real() {
+        run_local::<f64>(op, hilbert, &obs_ops, &lopts, dim as usize, opts.progress)
+    } else {
+        run_local::<Complex64>(op, hilbert, &obs_ops, &lopts, dim as usize, opts.progress)
+    };
+    Ok(finish(
+        SectorRun { memory: need, ..run },
+        n,
+        "full".into(),
+        vec![],
+    ))
+}
+
+/// Oscillator observables: `phi2 = <phi_x^2>` averaged over sites and `phiphi_nn =
+/// <phi_x phi_y>` averaged over bonds (operators); `n_mean = <n_x>` and `top_level_weight =
+/// <|d-1><d-1|_x>`, the mean occupation of the highest kept Fock level, which shows whether
+/// the cutoff is large enough (diagonal, computed from the amplitudes).
+fn oscillator_observables(lattice: &Lattice, hilbert: Hilbert) -> Vec<(String, LocalOperator)> {
+    let n = lattice.n_sites();
+    let sites: Vec<Term> = (0..n)
+        .map(|x| Term::new(1.0 / n as f64, &[(x, LocalOp::Phi), (x, LocalOp::Phi)]))
+        .collect();
+    let nb = lattice.bonds().len().max(1) as f64;
+    let bonds: Vec<Term> = lattice
+        .bonds()
+        .iter()
+        .map(|&(a, b)| Term::new(1.0 / nb, &[(a, LocalOp::Phi), (b, LocalOp::Phi)]))
+        .collect();
+    let mut out = vec![("phi2".to_string(), Hamiltonian::compile_local(hilbert, &sites))];
+    if !bonds.is_empty() {
+        out.push(("phiphi_nn".to_string(), Hamiltonian::compile_local(hilbert, &bonds)));
+    }
+    out
+}
+
+fn run_local<S: Scalar>(
+    op: &LocalOperator,
+    hilbert: Hilbert,
+    obs: &[(String, LocalOperator)],
+    lopts: &LanczosOptions,
+    dim: usize,
+    progress: bool,
+) -> SectorRun {
+    let apply = |x: &[S], y: &mut [S]| local_matvec(op, x, y);
+    let mut bar = Progress::new(progress, dim);
+    let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
+    bar.done();
+    let mut observables = BTreeMap::new();
+    if let Some(psi) = &res.vector {
+        let mut y = vec![S::zero(); dim];
+        for (name, o) in obs {
+            local_matvec(o, psi, &mut y);
+            observables.insert(name.clone(), dot(psi, &y).to_c64().re);
+        }
+        let d = hilbert.local_dim();
+        let n = hilbert.n_sites as f64;
+        let (occ, top) = (0..dim)
+            .into_par_iter()
+            .map_init(
+                || vec![0u8; hilbert.n_sites],
+                |s, i| {
+                    hilbert.config_of(i as u64, s);
+                    let w = psi[i].abs2();
+                    let occ: f64 = s.iter().map(|&v| v as f64).sum();
+                    let top = s.iter().filter(|&&v| v as usize == d - 1).count() as f64;
+                    (w * occ / n, w * top / n)
+                },
+            )
+            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        observables.insert("n_mean".to_string(), occ);
+        observables.insert("top_level_weight".to_string(), top);
+    }
+    SectorRun {
+        levels: res.energies,
+        dimension: dim as u64,
+        iterations: res.iterations,
+        converged: res.converged,
+        memory: 0,
+        observables,
+    }
+}
+
+/// A one-line progress report on stderr, shown only on a terminal and after a second.
+struct Progress {
+    on: bool,
+    start: Instant,
+    last: f64,
+    shown: bool,
+    dim: usize,
+}
+
+impl Progress {
+    fn new(on: bool, dim: usize) -> Self {
+        Progress {
+            on: on && std::io::stderr().is_terminal(),
+            start: Instant::now(),
+            last: 0.0,
+            shown: false,
+            dim,
+        }
+    }
+
+    fn update(&mut self, it: usize, e: f64) {
+        if !self.on {
+            return;
+        }
+        let t = self.start.elapsed().as_secs_f64();
+        if t > 1.0 && t - self.last > 0.25 {
+            self.last = t;
+            self.shown = true;
+            eprint!(
+                "\r  lanczos: {} states, step {it:4}, E0 = {e:.12}, {t:6.1} s   ",
+                self.dim
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    fn done(&mut self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! rgdiff: renormalizing diffusion models for quantum ground states and lattice field
+//! sampling, with the exact solvers they are checked against.
+
+pub mod error;
+pub mod exact;
+pub mod hilbert;
+pub mod lattice;
+pub mod operator;
+pub mod scalar;
+pub mod report;
+pub mod spec;
+
+pub use error::{Error, Result};
