@@ -5,7 +5,7 @@
 //! as "ghost" copies of converged Ritz values, which are merged: the levels reported are the
 //! lowest *distinct* eigenvalues (a single Krylov space sees one vector per degenerate
 //! eigenspace, so multiplicities are not resolved). A Ritz value `theta_i` is accepted when it
-//! has stopped moving (`|delta theta| <= tol max(1, |theta|)` between checks) and its residual
+//! has stopped moving (`|delta theta| <= tol max(1, |theta|) / 10` between checks) and its residual
 //! `||H y - theta y|| = beta_m |s_{m,i}|` is below `sqrt(tol) max(1, |theta|)`.
 //!
 //! The ground-state vector `sum_j s_{j,0} v_j` is formed either from stored Krylov vectors or
@@ -229,7 +229,7 @@ pub fn lanczos<S: Scalar>(
                 || levels
                     .iter()
                     .zip(&last)
-                    .any(|(l, &p)| (l.0 - p).abs() > opts.tol * l.0.abs().max(1.0));
+                    .any(|(l, &p)| (l.0 - p).abs() > 0.1 * opts.tol * l.0.abs().max(1.0));
             let small_res = levels
                 .iter()
                 .all(|l| l.1 <= opts.tol.sqrt() * l.0.abs().max(1.0));

@@ -8,6 +8,7 @@
 //! characters are real and `Complex64` otherwise.
 
 pub mod basis;
+pub mod cached;
 pub mod dense;
 pub mod lanczos;
 pub mod sector;
@@ -24,6 +25,7 @@ use crate::hilbert::Hilbert;
 use crate::lattice::Lattice;
 use crate::operator::{Connections, Hamiltonian, LocalOp, LocalOperator, Model, Operator, PauliSum, Term};
 use crate::scalar::Scalar;
+use cached::SectorMatrix;
 use basis::{matvec, real_characters, FullBasis, SpinBasis, SymmetricBasis, SzBasis};
 use lanczos::{dot, lanczos, LanczosOptions};
 pub use sector::{Sector, Symmetries};
@@ -317,9 +319,9 @@ fn run_spin_sector(
         ($basis:expr) => {{
             let b = $basis;
             if real {
-                run_basis::<f64, _>(p, &b, &obs, lopts, need, progress)
+                run_basis::<f64, _>(p, &b, &obs, lopts, need, available - need, progress)
             } else {
-                run_basis::<Complex64, _>(p, &b, &obs, lopts, need, progress)
+                run_basis::<Complex64, _>(p, &b, &obs, lopts, need, available - need, progress)
             }
         }};
     }
@@ -397,10 +399,19 @@ fn run_basis<S: Scalar, B: SpinBasis>(
     obs: &SpinObservables,
     lopts: &LanczosOptions,
     memory: u64,
+    available: u64,
     progress: bool,
 ) -> SectorRun {
     let dim = basis.dim();
-    let apply = |x: &[S], y: &mut [S]| matvec(p, basis, x, y);
+    // Symmetric sectors: store the matrix when it fits comfortably (see `cached`).
+    let cache_bytes = SectorMatrix::<S>::bytes_bound(dim, p.n_groups());
+    let cached = (B::SYMMETRIC && lopts.want_vector && cache_bytes < available / 2)
+        .then(|| SectorMatrix::<S>::build(p, basis));
+    let extra = cached.as_ref().map_or(0, |m| m.bytes());
+    let apply = |x: &[S], y: &mut [S]| match &cached {
+        Some(m) => m.apply(x, y),
+        None => matvec(p, basis, x, y),
+    };
     let mut bar = Progress::new(progress, dim);
     let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
     bar.done();
@@ -434,7 +445,7 @@ fn run_basis<S: Scalar, B: SpinBasis>(
         dimension: dim as u64,
         iterations: res.iterations,
         converged: res.converged,
-        memory: memory + basis.bytes(),
+        memory: memory + basis.bytes() + extra,
         observables,
     }
 }
