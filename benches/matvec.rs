@@ -36,7 +36,14 @@ fn matvecs(c: &mut Criterion) {
         &SymmetricBasis::new(&chain20, Some([0, 0]), Some(1), Some(10)),
     );
     let chain16 = Lattice::chain(16, Boundary::Periodic);
-    let tfim = pauli(&Model::Tfim { j: 1.0, h: 1.0, g: 0.0 }, &chain16);
+    let tfim = pauli(
+        &Model::Tfim {
+            j: 1.0,
+            h: 1.0,
+            g: 0.0,
+        },
+        &chain16,
+    );
     bench_basis(c, "tfim_chain_16_full", &tfim, &FullBasis::new(16));
 }
 
@@ -44,12 +51,33 @@ fn connected(c: &mut Criterion) {
     let sq = Lattice::square(4, 4, Boundary::Periodic);
     let chain = Lattice::chain(4, Boundary::Periodic);
     let cases = [
-        ("tfim_square_4x4", Model::Tfim { j: 1.0, h: 3.04438, g: 0.0 }, &sq),
+        (
+            "tfim_square_4x4",
+            Model::Tfim {
+                j: 1.0,
+                h: 3.04438,
+                g: 0.0,
+            },
+            &sq,
+        ),
         ("heisenberg_square_4x4", Model::Heisenberg { j: 1.0 }, &sq),
-        ("j1j2_square_4x4", Model::J1J2 { j1: 1.0, j2: 0.5, delta: 1.0 }, &sq),
+        (
+            "j1j2_square_4x4",
+            Model::J1J2 {
+                j1: 1.0,
+                j2: 0.5,
+                delta: 1.0,
+            },
+            &sq,
+        ),
         (
             "phi4_chain_4",
-            Model::Phi4 { m2: 1.0, lambda: 0.1, cutoff: 12, omega: 3f64.sqrt() },
+            Model::Phi4 {
+                m2: 1.0,
+                lambda: 0.1,
+                cutoff: 12,
+                omega: 3f64.sqrt(),
+            },
             &chain,
         ),
     ];

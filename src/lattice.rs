@@ -48,7 +48,10 @@ impl Lattice {
     }
 
     fn build(shape: Shape, extent: [usize; 2], boundary: Boundary) -> Self {
-        assert!(extent[0] > 0 && extent[1] > 0, "a lattice needs at least one site");
+        assert!(
+            extent[0] > 0 && extent[1] > 0,
+            "a lattice needs at least one site"
+        );
         let mut lat = Lattice {
             shape,
             extent,

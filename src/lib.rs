@@ -6,8 +6,8 @@ pub mod exact;
 pub mod hilbert;
 pub mod lattice;
 pub mod operator;
-pub mod scalar;
 pub mod report;
+pub mod scalar;
 pub mod spec;
 
 pub use error::{Error, Result};

@@ -10,7 +10,11 @@ use rgdiff::report;
 use rgdiff::spec;
 
 #[derive(Parser)]
-#[command(name = "rgdiff", version, about = "Renormalizing diffusion models for lattice ground states and field sampling, with exact solvers")]
+#[command(
+    name = "rgdiff",
+    version,
+    about = "Renormalizing diffusion models for lattice ground states and field sampling, with exact solvers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

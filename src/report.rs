@@ -44,7 +44,10 @@ pub fn exact_text(problem: &Problem, r: &ExactResult) -> String {
     for sc in &r.scanned {
         line(
             "  scanned",
-            format!("{:<18} {:>12} states  E0 ~ {:.8}", sc.sector, sc.dimension, sc.energy),
+            format!(
+                "{:<18} {:>12} states  E0 ~ {:.8}",
+                sc.sector, sc.dimension, sc.energy
+            ),
         );
     }
     line("E0", format!("{:.12}", r.energy));
@@ -59,16 +62,25 @@ pub fn exact_text(problem: &Problem, r: &ExactResult) -> String {
     for (k, v) in &r.observables {
         line(&format!("<{k}>"), format!("{v:.10}"));
     }
+    let phases: Vec<String> = ["basis", "matrix", "lanczos", "observables"]
+        .iter()
+        .filter_map(|k| r.timings.get(*k).map(|t| format!("{k} {t:.2} s")))
+        .collect();
     line(
         "lanczos",
         format!(
             "{} steps, {}, {:.2} s, {:.1} MiB",
             r.iterations,
-            if r.converged { "converged" } else { "NOT converged" },
+            if r.converged {
+                "converged"
+            } else {
+                "NOT converged"
+            },
             r.seconds,
             r.memory_bytes as f64 / (1u64 << 20) as f64
         ),
     );
+    line("time", phases.join(", "));
     s
 }
 

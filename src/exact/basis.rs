@@ -254,6 +254,8 @@ pub struct SymmetricBasis {
     /// Characters `chi(T_t)` for each translation, then (if flip) `chi(T_t F)`.
     chars: Vec<Complex64>,
     flip_mask: Option<u64>,
+    /// Fixed number of down spins, if any (states with another count are not in the sector).
+    n_down: Option<usize>,
     reps: Vec<u64>,
     norms: Vec<f64>,
     /// Start of each bucket of representatives sharing their top `bucket_bits` bits.
@@ -370,6 +372,7 @@ impl SymmetricBasis {
             translations,
             chars,
             flip_mask,
+            n_down,
             reps,
             norms,
             bucket_start,
@@ -394,23 +397,25 @@ impl SpinBasis for SymmetricBasis {
     }
     #[inline]
     fn find(&self, s: u64) -> Option<(usize, Complex64)> {
+        if self.n_down.is_some_and(|nd| s.count_ones() as usize != nd) {
+            return None;
+        }
         let n_t = self.translations.len();
         let mut best = s;
         let mut best_e = 0usize;
-        for (e, tr) in self.translations.iter().enumerate().skip(1) {
+        // Each translated state and its flipped partner are compared in the same pass.
+        let mask = self.flip_mask.unwrap_or(0);
+        let flip = self.flip_mask.is_some();
+        for (e, tr) in self.translations.iter().enumerate() {
             let t = tr.apply(s);
             if t < best {
                 best = t;
                 best_e = e;
             }
-        }
-        if let Some(mask) = self.flip_mask {
-            for (e, tr) in self.translations.iter().enumerate() {
-                let t = tr.apply(s) ^ mask;
-                if t < best {
-                    best = t;
-                    best_e = e + n_t;
-                }
+            let f = t ^ mask;
+            if flip && f < best {
+                best = f;
+                best_e = e + n_t;
             }
         }
         let b = (best >> self.bucket_shift) as usize;

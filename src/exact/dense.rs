@@ -67,7 +67,10 @@ pub fn ground_state(h: DMatrix<Complex64>) -> (Vec<f64>, Vec<Complex64>) {
 pub fn distinct(values: &[f64], k: usize, tol: f64) -> Vec<f64> {
     let mut out: Vec<f64> = Vec::new();
     for &v in values {
-        if out.last().is_none_or(|&l| (v - l).abs() > tol * v.abs().max(1.0)) {
+        if out
+            .last()
+            .is_none_or(|&l| (v - l).abs() > tol * v.abs().max(1.0))
+        {
             if out.len() == k {
                 break;
             }

@@ -33,8 +33,9 @@ pub struct LanczosOptions {
     pub max_iter: usize,
     /// Seed of the random start vector.
     pub seed: u64,
-    /// Keep the Krylov vectors (one pass, more memory) instead of recomputing them.
-    pub store_vectors: bool,
+    /// Most Krylov vectors to keep for the ground-state vector (one pass); a run that needs
+    /// more drops them and recomputes the vectors in a second pass. 0: always recompute.
+    pub max_stored: usize,
     /// Return the ground-state vector.
     pub want_vector: bool,
 }
@@ -46,7 +47,7 @@ impl Default for LanczosOptions {
             tol: 1e-10,
             max_iter: 1000,
             seed: 1,
-            store_vectors: false,
+            max_stored: 0,
             want_vector: true,
         }
     }
@@ -205,6 +206,7 @@ pub fn lanczos<S: Scalar>(
     let mut prev = vec![S::zero(); dim];
     let mut w = vec![S::zero(); dim];
     let mut stored: Vec<Vec<S>> = Vec::new();
+    let mut overflow = opts.max_stored == 0;
     let (mut alphas, mut betas) = (Vec::new(), Vec::new());
     let mut last: Vec<f64> = Vec::new();
     let mut converged = false;
@@ -212,8 +214,13 @@ pub fn lanczos<S: Scalar>(
     let mut final_vecs = DMatrix::zeros(0, 0);
     let mut beta_prev = 0.0;
     for it in 0..max_iter {
-        if opts.store_vectors && opts.want_vector {
-            stored.push(v.clone());
+        if opts.want_vector && !overflow {
+            if stored.len() < opts.max_stored {
+                stored.push(v.clone());
+            } else {
+                overflow = true;
+                stored = Vec::new();
+            }
         }
         let (alpha, beta) = step(&apply, &v, &prev, beta_prev, &mut w);
         alphas.push(alpha);

@@ -23,10 +23,12 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::hilbert::Hilbert;
 use crate::lattice::Lattice;
-use crate::operator::{Connections, Hamiltonian, LocalOp, LocalOperator, Model, Operator, PauliSum, Term};
+use crate::operator::{
+    Connections, Hamiltonian, LocalOp, LocalOperator, Model, Operator, PauliSum, Term,
+};
 use crate::scalar::Scalar;
-use cached::SectorMatrix;
 use basis::{matvec, real_characters, FullBasis, SpinBasis, SymmetricBasis, SzBasis};
+use cached::SectorMatrix;
 use lanczos::{dot, lanczos, LanczosOptions};
 pub use sector::{Sector, Symmetries};
 
@@ -96,6 +98,9 @@ pub struct ExactResult {
     pub observables: BTreeMap<String, f64>,
     /// Sectors compared by the automatic search (empty when the sector was given).
     pub scanned: Vec<ScannedSector>,
+    /// Wall time of each phase in seconds: `basis`, `matrix` (stored sector matrix),
+    /// `lanczos`, `observables`.
+    pub timings: BTreeMap<String, f64>,
 }
 
 /// Available memory in bytes (`MemAvailable` of /proc/meminfo; 8 GiB if unknown).
@@ -114,8 +119,6 @@ pub fn available_memory() -> u64 {
 
 /// Largest full spin space that the automatic search diagonalizes without symmetries.
 const AUTO_FULL_MAX: f64 = (1u64 << 20) as f64;
-/// Krylov vectors kept for the one-pass ground-state vector when memory allows.
-const STORED_VECTORS: f64 = 400.0;
 
 /// Finds the lowest levels of `model` on `lattice`.
 ///
@@ -156,6 +159,7 @@ struct SectorRun {
     converged: bool,
     memory: u64,
     observables: BTreeMap<String, f64>,
+    timings: BTreeMap<String, f64>,
 }
 
 fn solve_spin(
@@ -168,7 +172,7 @@ fn solve_spin(
     let n = lattice.n_sites();
     let sym = Symmetries::of(p, lattice);
     let real = p.is_real();
-    let fits = |s: &Sector| memory_needed(s, lattice, real, false) <= available;
+    let fits = |s: &Sector| memory_needed(s, lattice, real) <= available;
     let mut scanned = Vec::new();
     let sector = match opts.sector {
         SectorChoice::Fixed(s) => {
@@ -201,7 +205,7 @@ fn solve_spin(
                     tol: 1e-7,
                     max_iter: 80,
                     seed: opts.seed,
-                    store_vectors: false,
+                    max_stored: 0,
                     want_vector: false,
                 };
                 for s in &candidates {
@@ -221,16 +225,12 @@ fn solve_spin(
             }
         }
     };
-    let est = sector.estimated_dimension(lattice);
-    let size = if real && real_characters(lattice, sector.momentum) { 8.0 } else { 16.0 };
-    let store = memory_needed(&sector, lattice, real, false) as f64 + STORED_VECTORS * est * size
-        <= 0.7 * available as f64;
     let lopts = LanczosOptions {
         levels: opts.levels,
         tol: opts.tol,
         max_iter: 3000,
         seed: opts.seed,
-        store_vectors: store,
+        max_stored: 0, // decided in `run_basis` from what is left after the basis
         want_vector: true,
     };
     let run = run_spin_sector(p, lattice, model, &sector, &lopts, available, opts.progress)?;
@@ -252,6 +252,7 @@ fn finish(run: SectorRun, n: usize, sector: String, scanned: Vec<ScannedSector>)
         memory_bytes: run.memory,
         observables: run.observables,
         scanned,
+        timings: run.timings,
     }
 }
 
@@ -261,7 +262,11 @@ fn momentum_sectors(lattice: &Lattice, n_down: Option<usize>, flip: bool) -> Vec
     let mut out = Vec::new();
     for ny in 0..ly {
         for nx in 0..lx {
-            for parity in if flip { vec![Some(1), Some(-1)] } else { vec![None] } {
+            for parity in if flip {
+                vec![Some(1), Some(-1)]
+            } else {
+                vec![None]
+            } {
                 out.push(Sector {
                     n_down,
                     momentum: Some([nx, ny]),
@@ -275,9 +280,13 @@ fn momentum_sectors(lattice: &Lattice, n_down: Option<usize>, flip: bool) -> Vec
 
 /// Bytes a Lanczos run in `sector` needs at least: the basis (and its construction) plus four
 /// vectors (three for the recurrence, one for the ground state).
-pub fn memory_needed(sector: &Sector, lattice: &Lattice, real_h: bool, stored: bool) -> u64 {
+pub fn memory_needed(sector: &Sector, lattice: &Lattice, real_h: bool) -> u64 {
     let dim = sector.estimated_dimension(lattice);
-    let size = if real_h && real_characters(lattice, sector.momentum) { 8.0 } else { 16.0 };
+    let size = if real_h && real_characters(lattice, sector.momentum) {
+        8.0
+    } else {
+        16.0
+    };
     let n = lattice.n_sites();
     let basis = if sector.momentum.is_some() || sector.parity.is_some() {
         // (state, norm) pairs while building, then reps + norms, plus the bucket table.
@@ -287,7 +296,7 @@ pub fn memory_needed(sector: &Sector, lattice: &Lattice, real_h: bool, stored: b
     } else {
         0.0
     };
-    let vectors = if stored { STORED_VECTORS + 4.0 } else { 4.0 } * dim * size;
+    let vectors = 4.0 * dim * size;
     (basis + vectors) as u64
 }
 
@@ -300,7 +309,7 @@ fn run_spin_sector(
     available: u64,
     progress: bool,
 ) -> Result<SectorRun> {
-    let need = memory_needed(sector, lattice, p.is_real(), lopts.store_vectors);
+    let need = memory_needed(sector, lattice, p.is_real());
     if need > available {
         return Err(Error::memory(
             format!(
@@ -315,18 +324,27 @@ fn run_spin_sector(
     let real = p.is_real() && real_characters(lattice, sector.momentum);
     let n = lattice.n_sites();
     let obs = SpinObservables::new(lattice, model);
+    let t0 = Instant::now();
     macro_rules! go {
         ($basis:expr) => {{
             let b = $basis;
-            if real {
-                run_basis::<f64, _>(p, &b, &obs, lopts, need, available - need, progress)
+            let t_basis = t0.elapsed().as_secs_f64();
+            let mut run = if real {
+                run_basis::<f64, _>(p, &b, &obs, lopts, available - need, progress)
             } else {
-                run_basis::<Complex64, _>(p, &b, &obs, lopts, need, available - need, progress)
-            }
+                run_basis::<Complex64, _>(p, &b, &obs, lopts, available - need, progress)
+            };
+            run.timings.insert("basis".into(), t_basis);
+            run
         }};
     }
     Ok(if sector.momentum.is_some() || sector.parity.is_some() {
-        go!(SymmetricBasis::new(lattice, sector.momentum, sector.parity, sector.n_down))
+        go!(SymmetricBasis::new(
+            lattice,
+            sector.momentum,
+            sector.parity,
+            sector.n_down
+        ))
     } else if let Some(nd) = sector.n_down {
         go!(SzBasis::new(n, nd))
     } else {
@@ -360,10 +378,11 @@ impl SpinObservables {
             .iter()
             .map(|&(i, j)| Term::new(1.0 / nb, &[(i, LocalOp::X), (j, LocalOp::X)]))
             .collect();
-        let xx = match Hamiltonian::compile(Hilbert::new(n, crate::hilbert::LocalSpace::Spin), &terms) {
-            Hamiltonian::Pauli(p) => p,
-            Hamiltonian::Local(_) => unreachable!(),
-        };
+        let xx =
+            match Hamiltonian::compile(Hilbert::new(n, crate::hilbert::LocalSpace::Spin), &terms) {
+                Hamiltonian::Pauli(p) => p,
+                Hamiltonian::Local(_) => unreachable!(),
+            };
         SpinObservables {
             n,
             sublattice_a,
@@ -386,10 +405,20 @@ impl SpinObservables {
         let zz: f64 = self
             .bonds
             .iter()
-            .map(|&(i, j)| if (s >> i ^ s >> j) & 1 == 0 { 1.0 } else { -1.0 })
+            .map(|&(i, j)| {
+                if (s >> i ^ s >> j) & 1 == 0 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            })
             .sum::<f64>()
             / self.bonds.len().max(1) as f64;
-        [m * m / (n * n), stag.map_or(f64::NAN, |v| v * v / (n * n)), zz]
+        [
+            m * m / (n * n),
+            stag.map_or(f64::NAN, |v| v * v / (n * n)),
+            zz,
+        ]
     }
 }
 
@@ -398,39 +427,41 @@ fn run_basis<S: Scalar, B: SpinBasis>(
     basis: &B,
     obs: &SpinObservables,
     lopts: &LanczosOptions,
-    memory: u64,
     available: u64,
     progress: bool,
 ) -> SectorRun {
     let dim = basis.dim();
     // Symmetric sectors: store the matrix when it fits comfortably (see `cached`).
     let cache_bytes = SectorMatrix::<S>::bytes_bound(dim, p.n_groups());
+    let mut timings = BTreeMap::new();
+    let t0 = Instant::now();
     let cached = (B::SYMMETRIC && lopts.want_vector && cache_bytes < available / 2)
         .then(|| SectorMatrix::<S>::build(p, basis));
+    if cached.is_some() {
+        timings.insert("matrix".to_string(), t0.elapsed().as_secs_f64());
+    }
     let extra = cached.as_ref().map_or(0, |m| m.bytes());
+    let vector_bytes = (dim * std::mem::size_of::<S>()) as u64;
+    let lopts = &LanczosOptions {
+        max_stored: (available.saturating_sub(extra) / 2 / vector_bytes).min(3000) as usize,
+        ..lopts.clone()
+    };
     let apply = |x: &[S], y: &mut [S]| match &cached {
         Some(m) => m.apply(x, y),
         None => matvec(p, basis, x, y),
     };
+    let t0 = Instant::now();
     let mut bar = Progress::new(progress, dim);
     let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
     bar.done();
+    timings.insert("lanczos".to_string(), t0.elapsed().as_secs_f64());
+    let t0 = Instant::now();
     let mut observables = BTreeMap::new();
     if let Some(psi) = &res.vector {
-        let diag = (0..dim)
-            .into_par_iter()
-            .fold(
-                || [0.0; 3],
-                |mut acc, i| {
-                    let w = psi[i].abs2();
-                    let d = obs.diagonal(basis.state(i));
-                    for k in 0..3 {
-                        acc[k] += w * d[k];
-                    }
-                    acc
-                },
-            )
-            .reduce(|| [0.0; 3], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]]);
+        let diag = block_sum::<3>(dim, |i| {
+            let w = psi[i].abs2();
+            obs.diagonal(basis.state(i)).map(|d| w * d)
+        });
         observables.insert("m2_uniform".to_string(), diag[0]);
         if obs.sublattice_a.is_some() {
             observables.insert("m2_staggered".to_string(), diag[1]);
@@ -439,15 +470,49 @@ fn run_basis<S: Scalar, B: SpinBasis>(
         let mut y = vec![S::zero(); dim];
         matvec(&obs.xx, basis, psi, &mut y);
         observables.insert("xx_nn".to_string(), dot(psi, &y).to_c64().re);
+        timings.insert("observables".to_string(), t0.elapsed().as_secs_f64());
     }
     SectorRun {
         levels: res.energies,
         dimension: dim as u64,
         iterations: res.iterations,
         converged: res.converged,
-        memory: memory + basis.bytes() + extra,
+        memory: {
+            let vectors = 4 + if res.iterations <= lopts.max_stored {
+                res.iterations
+            } else {
+                0
+            };
+            basis.bytes() + extra + (vectors * dim * std::mem::size_of::<S>()) as u64
+        },
         observables,
+        timings,
     }
+}
+
+/// `sum_i f(i)` for `i < n`, in parallel over fixed blocks added in a fixed order, so the
+/// result does not depend on the thread count or scheduling.
+fn block_sum<const K: usize>(n: usize, f: impl Fn(usize) -> [f64; K] + Sync) -> [f64; K] {
+    const BLOCK: usize = 1 << 14;
+    let parts: Vec<[f64; K]> = (0..n.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let mut acc = [0.0; K];
+            for i in b * BLOCK..((b + 1) * BLOCK).min(n) {
+                let v = f(i);
+                for k in 0..K {
+                    acc[k] += v[k];
+                }
+            }
+            acc
+        })
+        .collect();
+    parts.into_iter().fold([0.0; K], |mut acc, v| {
+        for k in 0..K {
+            acc[k] += v[k];
+        }
+        acc
+    })
 }
 
 /// `y = H x` for an operator on the full truncated space (mixed-radix index), parallel over
@@ -485,7 +550,10 @@ fn solve_local(
         Some(d) if d < (1u64 << 40) => d,
         _ => {
             return Err(Error::memory(
-                format!("exact diagonalization of {} states", 2f64.powf(hilbert.log2_dim())),
+                format!(
+                    "exact diagonalization of {} states",
+                    2f64.powf(hilbert.log2_dim())
+                ),
                 u64::MAX,
                 available,
             ))
@@ -505,7 +573,7 @@ fn solve_local(
         tol: opts.tol,
         max_iter: 3000,
         seed: opts.seed,
-        store_vectors: STORED_VECTORS as u64 * dim * size as u64 * 2 < available,
+        max_stored: ((available - need) / 2 / (dim * size)).min(3000) as usize,
         want_vector: true,
     };
     let obs_ops = oscillator_observables(lattice, hilbert);
@@ -515,7 +583,10 @@ fn solve_local(
         run_local::<Complex64>(op, hilbert, &obs_ops, &lopts, dim as usize, opts.progress)
     };
     Ok(finish(
-        SectorRun { memory: need, ..run },
+        SectorRun {
+            memory: need,
+            ..run
+        },
         n,
         "full".into(),
         vec![],
@@ -537,9 +608,15 @@ fn oscillator_observables(lattice: &Lattice, hilbert: Hilbert) -> Vec<(String, L
         .iter()
         .map(|&(a, b)| Term::new(1.0 / nb, &[(a, LocalOp::Phi), (b, LocalOp::Phi)]))
         .collect();
-    let mut out = vec![("phi2".to_string(), Hamiltonian::compile_local(hilbert, &sites))];
+    let mut out = vec![(
+        "phi2".to_string(),
+        Hamiltonian::compile_local(hilbert, &sites),
+    )];
     if !bonds.is_empty() {
-        out.push(("phiphi_nn".to_string(), Hamiltonian::compile_local(hilbert, &bonds)));
+        out.push((
+            "phiphi_nn".to_string(),
+            Hamiltonian::compile_local(hilbert, &bonds),
+        ));
     }
     out
 }
@@ -553,9 +630,13 @@ fn run_local<S: Scalar>(
     progress: bool,
 ) -> SectorRun {
     let apply = |x: &[S], y: &mut [S]| local_matvec(op, x, y);
+    let mut timings = BTreeMap::new();
+    let t0 = Instant::now();
     let mut bar = Progress::new(progress, dim);
     let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
     bar.done();
+    timings.insert("lanczos".to_string(), t0.elapsed().as_secs_f64());
+    let t0 = Instant::now();
     let mut observables = BTreeMap::new();
     if let Some(psi) = &res.vector {
         let mut y = vec![S::zero(); dim];
@@ -565,21 +646,18 @@ fn run_local<S: Scalar>(
         }
         let d = hilbert.local_dim();
         let n = hilbert.n_sites as f64;
-        let (occ, top) = (0..dim)
-            .into_par_iter()
-            .map_init(
-                || vec![0u8; hilbert.n_sites],
-                |s, i| {
-                    hilbert.config_of(i as u64, s);
-                    let w = psi[i].abs2();
-                    let occ: f64 = s.iter().map(|&v| v as f64).sum();
-                    let top = s.iter().filter(|&&v| v as usize == d - 1).count() as f64;
-                    (w * occ / n, w * top / n)
-                },
-            )
-            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let [occ, top] = block_sum::<2>(dim, |i| {
+            let mut s = [0u8; 64];
+            let s = &mut s[..hilbert.n_sites];
+            hilbert.config_of(i as u64, s);
+            let w = psi[i].abs2();
+            let occ: f64 = s.iter().map(|&v| v as f64).sum();
+            let top = s.iter().filter(|&&v| v as usize == d - 1).count() as f64;
+            [w * occ / n, w * top / n]
+        });
         observables.insert("n_mean".to_string(), occ);
         observables.insert("top_level_weight".to_string(), top);
+        timings.insert("observables".to_string(), t0.elapsed().as_secs_f64());
     }
     SectorRun {
         levels: res.energies,
@@ -588,6 +666,7 @@ fn run_local<S: Scalar>(
         converged: res.converged,
         memory: 0,
         observables,
+        timings,
     }
 }
 

@@ -111,7 +111,11 @@ impl Sector {
                 "sz" => {
                     let two_sz = match val.split_once('/') {
                         Some((num, "2")) => int(num)?,
-                        Some(_) => return Err(bad("sz must be an integer or a half-integer like 1/2".into())),
+                        Some(_) => {
+                            return Err(bad(
+                                "sz must be an integer or a half-integer like 1/2".into()
+                            ))
+                        }
                         None => 2 * int(val)?,
                     };
                     if (n - two_sz) % 2 != 0 || two_sz.abs() > n {
@@ -177,7 +181,9 @@ impl Sector {
             }
         }
         if n > 63 && !self.is_full() {
-            return Err(Error::Input("symmetry sectors are limited to 63 spins".into()));
+            return Err(Error::Input(
+                "symmetry sectors are limited to 63 spins".into(),
+            ));
         }
         Ok(())
     }
@@ -219,7 +225,10 @@ mod tests {
         assert_eq!(Sector::parse("sz=1/2", &odd).unwrap().n_down, Some(4));
         assert!(Sector::parse("sz=0", &odd).is_err());
         let sq = Lattice::square(4, 4, Boundary::Periodic);
-        assert_eq!(Sector::parse("kx=1,ky=2", &sq).unwrap().label(&sq), "kx=1,ky=2");
+        assert_eq!(
+            Sector::parse("kx=1,ky=2", &sq).unwrap().label(&sq),
+            "kx=1,ky=2"
+        );
         assert!(Sector::parse("k=1", &sq).is_err());
         assert!(Sector::parse("q=1", &chain).is_err());
     }

@@ -42,7 +42,11 @@ impl SparseCols {
     }
 
     fn max_col(&self) -> usize {
-        self.start.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0)
+        self.start
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -95,11 +99,7 @@ impl LocalOperator {
                         if real {
                             coeff.im = 0.0;
                         }
-                        products.push(Product {
-                            coeff,
-                            sites,
-                            mats,
-                        });
+                        products.push(Product { coeff, sites, mats });
                     }
                 }
             }
@@ -154,8 +154,13 @@ impl Operator for LocalOperator {
         for p in &self.products {
             let nf = p.mats.len();
             assert!(nf <= 16, "products of more than 16 sites are not supported");
-            let ranges: [std::ops::Range<usize>; 16] =
-                std::array::from_fn(|k| if k < nf { p.mats[k].col(s[p.sites[k]]) } else { 0..0 });
+            let ranges: [std::ops::Range<usize>; 16] = std::array::from_fn(|k| {
+                if k < nf {
+                    p.mats[k].col(s[p.sites[k]])
+                } else {
+                    0..0
+                }
+            });
             if ranges[..nf].iter().any(|r| r.is_empty()) {
                 continue;
             }

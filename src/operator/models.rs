@@ -41,12 +41,33 @@ pub struct TermSpec {
 /// A lattice model with its parameters, checked when it was read.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Model {
-    Tfim { j: f64, h: f64, g: f64 },
-    Heisenberg { j: f64 },
-    Xxz { j: f64, delta: f64 },
-    J1J2 { j1: f64, j2: f64, delta: f64 },
-    Phi4 { m2: f64, lambda: f64, cutoff: usize, omega: f64 },
-    Terms { local: LocalSpace, terms: Vec<TermSpec> },
+    Tfim {
+        j: f64,
+        h: f64,
+        g: f64,
+    },
+    Heisenberg {
+        j: f64,
+    },
+    Xxz {
+        j: f64,
+        delta: f64,
+    },
+    J1J2 {
+        j1: f64,
+        j2: f64,
+        delta: f64,
+    },
+    Phi4 {
+        m2: f64,
+        lambda: f64,
+        cutoff: usize,
+        omega: f64,
+    },
+    Terms {
+        local: LocalSpace,
+        terms: Vec<TermSpec>,
+    },
 }
 
 impl Model {
@@ -118,9 +139,9 @@ impl Model {
             }
             Model::Phi4 { m2, lambda, .. } => {
                 let z = lattice.coordination();
-                for x in 0..n {
+                for (x, &zx) in z.iter().enumerate() {
                     t.push(Term::new(0.5, &[(x, Pi), (x, Pi)]));
-                    t.push(Term::new(0.5 * (m2 + z[x] as f64), &[(x, Phi), (x, Phi)]));
+                    t.push(Term::new(0.5 * (m2 + zx as f64), &[(x, Phi), (x, Phi)]));
                     if lambda != 0.0 {
                         t.push(Term::new(lambda, &[(x, Phi), (x, Phi), (x, Phi), (x, Phi)]));
                     }
@@ -132,10 +153,14 @@ impl Model {
             Model::Terms { ref terms, .. } => {
                 for spec in terms {
                     let tuples: Vec<Vec<usize>> = match &spec.on {
-                        Support::Bonds => lattice.bonds().iter().map(|&(a, b)| vec![a, b]).collect(),
-                        Support::NextBonds => {
-                            lattice.next_bonds().iter().map(|&(a, b)| vec![a, b]).collect()
+                        Support::Bonds => {
+                            lattice.bonds().iter().map(|&(a, b)| vec![a, b]).collect()
                         }
+                        Support::NextBonds => lattice
+                            .next_bonds()
+                            .iter()
+                            .map(|&(a, b)| vec![a, b])
+                            .collect(),
                         Support::Sites => (0..n).map(|x| vec![x; spec.ops.len()]).collect(),
                         Support::List(l) => l.clone(),
                     };

@@ -115,31 +115,39 @@ impl PauliSum {
     fn build_tables(&mut self) {
         for gi in 0..self.groups.len() {
             let (_, a, b) = self.groups[gi];
-            let e = self.plan(&self.z[a as usize..b as usize].to_vec(), a, b, false);
+            let e = self.plan(a, b, false);
             self.group_eval.push(e);
         }
         // Reorder the diagonal strings by lowest set bit so that runs are local.
         let mut order: Vec<usize> = (0..self.diag_z.len()).collect();
-        order.sort_by_key(|&k| (self.diag_z[k].trailing_zeros(), 64 - self.diag_z[k].leading_zeros()));
+        order.sort_by_key(|&k| {
+            (
+                self.diag_z[k].trailing_zeros(),
+                64 - self.diag_z[k].leading_zeros(),
+            )
+        });
         self.diag_z = order.iter().map(|&k| self.diag_z[k]).collect();
         self.diag_re = order.iter().map(|&k| self.diag_re[k]).collect();
         self.diag_im = order.iter().map(|&k| self.diag_im[k]).collect();
         let mut a = 0;
         while a < self.diag_z.len() {
             let mut b = a + 1;
-            while b < self.diag_z.len() && window(self.diag_z[a..=b].iter().fold(0, |m, z| m | z)).is_some() {
+            while b < self.diag_z.len()
+                && window(self.diag_z[a..=b].iter().fold(0, |m, z| m | z)).is_some()
+            {
                 b += 1;
             }
-            let zs = self.diag_z[a..b].to_vec();
-            let e = self.plan(&zs, a as u32, b as u32, true);
+            let e = self.plan(a as u32, b as u32, true);
             self.diag_eval.push(e);
             a = b;
         }
     }
 
-    /// Tabulates the strings `a..b` (sign masks `zs`) if they fit one window.
-    fn plan(&mut self, zs: &[u64], a: u32, b: u32, diag: bool) -> Eval {
-        let union = zs.iter().fold(0u64, |m, z| m | z);
+    /// Tabulates the strings `a..b` (of the diagonal or off-diagonal list) if their sign
+    /// masks fit one window.
+    fn plan(&mut self, a: u32, b: u32, diag: bool) -> Eval {
+        let zs = if diag { &self.diag_z } else { &self.z };
+        let union = zs[a as usize..b as usize].iter().fold(0u64, |m, z| m | z);
         let Some((shift, width)) = window(union) else {
             return Eval::Strings { a, b };
         };
@@ -174,7 +182,11 @@ impl PauliSum {
                 let idx = table as usize + ((s >> shift) & mask) as usize;
                 (
                     self.table_re[idx],
-                    if S::IS_COMPLEX { self.table_im[idx] } else { 0.0 },
+                    if S::IS_COMPLEX {
+                        self.table_im[idx]
+                    } else {
+                        0.0
+                    },
                 )
             }
             Eval::Strings { a, b } => {
@@ -211,8 +223,12 @@ impl PauliSum {
 
     /// All strings as `((x, z), c)`.
     pub fn strings(&self) -> impl Iterator<Item = ((u64, u64), Complex64)> + '_ {
-        let d = (0..self.diag_z.len())
-            .map(|k| ((0, self.diag_z[k]), Complex64::new(self.diag_re[k], self.diag_im[k])));
+        let d = (0..self.diag_z.len()).map(|k| {
+            (
+                (0, self.diag_z[k]),
+                Complex64::new(self.diag_re[k], self.diag_im[k]),
+            )
+        });
         let o = self.groups.iter().flat_map(move |&(x, a, b)| {
             (a as usize..b as usize)
                 .map(move |k| ((x, self.z[k]), Complex64::new(self.re[k], self.im[k])))
