@@ -7,7 +7,9 @@ pub mod hilbert;
 pub mod lattice;
 pub mod operator;
 pub mod report;
+pub mod rg;
 pub mod scalar;
 pub mod spec;
+pub mod stats;
 
 pub use error::{Error, Result};

@@ -1,0 +1,234 @@
+//! Monte Carlo error analysis, shared by the variational and the classical samplers.
+//!
+//! - Independent samples: `error = sqrt(var / n)`.
+//! - Correlated series: the normalised autocorrelation `rho(t)`, the integrated
+//!   autocorrelation time `tau_int = 1/2 + sum_{t=1}^{W} rho(t)` with Sokal's automatic window
+//!   (the smallest `W >= c tau_int(W)`, `c = 5`), and the error
+//!   `sqrt(2 tau_int var / n)`.
+//! - Binning: errors of the means of blocks of growing size; the plateau is the error.
+//! - Jackknife: error of a smooth function of means (ratios, cumulants) from leave-one-block-out
+//!   estimates.
+//!
+//! Conventions: `tau_int = 1/2` for independent samples, so "independent samples per second"
+//! is `samples per second / (2 tau_int)`.
+
+use serde::Serialize;
+
+/// A Monte Carlo estimate with its statistical error.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Stats {
+    pub mean: f64,
+    pub error: f64,
+    /// Sample variance of the series.
+    pub variance: f64,
+    /// Integrated autocorrelation time (1/2 for independent samples).
+    pub tau_int: f64,
+    pub n: usize,
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+fn variance(x: &[f64], m: f64) -> f64 {
+    if x.len() < 2 {
+        return 0.0;
+    }
+    x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (x.len() - 1) as f64
+}
+
+/// Mean and error of independent samples.
+pub fn independent(x: &[f64]) -> Stats {
+    let m = mean(x);
+    let v = variance(x, m);
+    Stats {
+        mean: m,
+        error: (v / x.len() as f64).sqrt(),
+        variance: v,
+        tau_int: 0.5,
+        n: x.len(),
+    }
+}
+
+/// Normalised autocorrelation function `rho(t)` for `t = 0 .. max_lag`.
+pub fn autocorrelation(x: &[f64], max_lag: usize) -> Vec<f64> {
+    let n = x.len();
+    let m = mean(x);
+    let c0 = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n as f64;
+    if c0 == 0.0 {
+        let mut r = vec![0.0; max_lag.min(n.saturating_sub(1)) + 1];
+        r[0] = 1.0;
+        return r;
+    }
+    (0..=max_lag.min(n.saturating_sub(1)))
+        .map(|t| {
+            let c: f64 = (0..n - t).map(|i| (x[i] - m) * (x[i + t] - m)).sum::<f64>();
+            c / (n - t) as f64 / c0
+        })
+        .collect()
+}
+
+/// Integrated autocorrelation time with Sokal's automatic window (`c = 5`); returns
+/// `(tau_int, W)`.
+pub fn tau_int(x: &[f64]) -> (f64, usize) {
+    let n = x.len();
+    if n < 4 {
+        return (0.5, 0);
+    }
+    let m = mean(x);
+    let c0 = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n as f64;
+    if c0 == 0.0 {
+        return (0.5, 0);
+    }
+    // rho(t) one lag at a time, stopping at the window: O(n W) work.
+    let mut tau = 0.5;
+    let max_lag = n / 2;
+    for w in 1..=max_lag {
+        let c: f64 = (0..n - w).map(|i| (x[i] - m) * (x[i + w] - m)).sum::<f64>();
+        tau += c / (n - w) as f64 / c0;
+        if w as f64 >= 5.0 * tau {
+            return (tau.max(0.5), w);
+        }
+    }
+    (tau.max(0.5), max_lag)
+}
+
+/// Mean with an error that accounts for autocorrelation (`sqrt(2 tau_int var / n)`).
+pub fn correlated(x: &[f64]) -> Stats {
+    let m = mean(x);
+    let v = variance(x, m);
+    let (tau, _) = tau_int(x);
+    Stats {
+        mean: m,
+        error: (2.0 * tau * v / x.len() as f64).sqrt(),
+        variance: v,
+        tau_int: tau,
+        n: x.len(),
+    }
+}
+
+/// Binning analysis: `(bin size, error of the mean from bins of that size)` for bin sizes
+/// `1, 2, 4, ...` while at least 32 bins remain.
+pub fn binning(x: &[f64]) -> Vec<(usize, f64)> {
+    let mut out = Vec::new();
+    let mut bins: Vec<f64> = x.to_vec();
+    let mut size = 1;
+    while bins.len() >= 32 {
+        let m = mean(&bins);
+        out.push((size, (variance(&bins, m) / bins.len() as f64).sqrt()));
+        bins = bins.chunks_exact(2).map(|c| 0.5 * (c[0] + c[1])).collect();
+        size *= 2;
+    }
+    out
+}
+
+/// Jackknife estimate of `f(means of the series)` from `n_blocks` leave-one-block-out
+/// samples: returns `(estimate, error)`. The series must have equal lengths; blocking (block
+/// length `len / n_blocks`) makes it valid for correlated series when blocks are much longer
+/// than `tau_int`.
+pub fn jackknife(series: &[&[f64]], n_blocks: usize, f: impl Fn(&[f64]) -> f64) -> (f64, f64) {
+    let len = series[0].len();
+    assert!(series.iter().all(|s| s.len() == len));
+    let nb = n_blocks.min(len).max(2);
+    let block = len / nb;
+    let used = block * nb;
+    let totals: Vec<f64> = series.iter().map(|s| s[..used].iter().sum()).collect();
+    let full: Vec<f64> = totals.iter().map(|t| t / used as f64).collect();
+    let estimates: Vec<f64> = (0..nb)
+        .map(|b| {
+            let means: Vec<f64> = series
+                .iter()
+                .zip(&totals)
+                .map(|(s, t)| {
+                    let part: f64 = s[b * block..(b + 1) * block].iter().sum();
+                    (t - part) / (used - block) as f64
+                })
+                .collect();
+            f(&means)
+        })
+        .collect();
+    let mj = mean(&estimates);
+    let var = estimates.iter().map(|e| (e - mj).powi(2)).sum::<f64>() * (nb - 1) as f64 / nb as f64;
+    let f_full = f(&full);
+    // Bias-corrected estimate.
+    (nb as f64 * f_full - (nb - 1) as f64 * mj, var.sqrt())
+}
+
+/// Effective sample size of importance weights, `(sum w)^2 / (n sum w^2)` (a fraction in
+/// `(0, 1]`), computed from log-weights without overflow.
+pub fn ess_fraction(log_w: &[f64]) -> f64 {
+    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = log_w.iter().map(|l| (l - max).exp()).collect();
+    let s: f64 = w.iter().sum();
+    let s2: f64 = w.iter().map(|v| v * v).sum();
+    s * s / (w.len() as f64 * s2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_distr::StandardNormal;
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    fn ar1(rho: f64, n: usize, seed: u64) -> Vec<f64> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut x = 0.0;
+        let s = (1.0 - rho * rho).sqrt();
+        (0..n)
+            .map(|_| {
+                let e: f64 = rng.sample(StandardNormal);
+                x = rho * x + s * e;
+                x
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tau_int_of_ar1_is_exact() {
+        for rho in [0.0, 0.5, 0.8, 0.9] {
+            let x = ar1(rho, 400_000, 7);
+            let want = (1.0 + rho) / (2.0 * (1.0 - rho));
+            let (tau, _) = tau_int(&x);
+            assert!(
+                (tau - want).abs() < 0.05 * want + 0.02,
+                "rho {rho}: {tau} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn binning_plateau_matches_the_autocorrelation_error() {
+        let x = ar1(0.8, 1 << 18, 3);
+        let c = correlated(&x);
+        let b = binning(&x);
+        let plateau = b[b.len() - 3].1;
+        assert!(
+            (plateau / c.error - 1.0).abs() < 0.2,
+            "{plateau} vs {}",
+            c.error
+        );
+        // The naive error underestimates by sqrt(2 tau) = 3.
+        assert!((c.error / b[0].1 - 3.0).abs() < 0.3);
+    }
+
+    #[test]
+    fn jackknife_of_a_mean_is_the_standard_error() {
+        let x = ar1(0.0, 10_000, 11);
+        let (m, e) = jackknife(&[&x], 100, |m| m[0]);
+        let s = independent(&x);
+        assert!((m - s.mean).abs() < 1e-12);
+        assert!((e / s.error - 1.0).abs() < 0.2);
+        // A ratio: <x^2>/<1> of unit-variance noise is 1.
+        let x2: Vec<f64> = x.iter().map(|v| v * v).collect();
+        let ones = vec![1.0; x.len()];
+        let (r, er) = jackknife(&[&x2, &ones], 50, |m| m[0] / m[1]);
+        assert!((r - 1.0).abs() < 4.0 * er, "{r} +- {er}");
+    }
+
+    #[test]
+    fn ess_of_equal_weights_is_one() {
+        assert!((ess_fraction(&[3.0; 10]) - 1.0).abs() < 1e-12);
+        assert!((ess_fraction(&[0.0, f64::NEG_INFINITY]) - 0.5).abs() < 1e-12);
+    }
+}
