@@ -62,15 +62,19 @@ pub fn exact_text(problem: &Problem, r: &ExactResult) -> String {
     for (k, v) in &r.observables {
         line(&format!("<{k}>"), format!("{v:.10}"));
     }
-    let phases: Vec<String> = ["basis", "matrix", "lanczos", "observables"]
+    let phases: Vec<String> = ["basis", "matrix", "solve", "observables"]
         .iter()
         .filter_map(|k| r.timings.get(*k).map(|t| format!("{k} {t:.2} s")))
         .collect();
+    let steps = if r.solver == "dense" {
+        "dense".to_string()
+    } else {
+        format!("lanczos, {} steps", r.iterations)
+    };
     line(
-        "lanczos",
+        "solver",
         format!(
-            "{} steps, {}, {:.2} s, {:.1} MiB",
-            r.iterations,
+            "{steps}, {}, {:.2} s, {:.1} MiB",
             if r.converged {
                 "converged"
             } else {

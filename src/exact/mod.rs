@@ -89,6 +89,9 @@ pub struct ExactResult {
     pub dimension: u64,
     pub sector: String,
     pub n_sites: usize,
+    /// `lanczos`, or `dense` for spaces of at most [`dense::DENSE_MAX`] states.
+    pub solver: String,
+    /// Lanczos steps (0 for the dense solver).
     pub iterations: usize,
     pub converged: bool,
     pub seconds: f64,
@@ -99,7 +102,7 @@ pub struct ExactResult {
     /// Sectors compared by the automatic search (empty when the sector was given).
     pub scanned: Vec<ScannedSector>,
     /// Wall time of each phase in seconds: `basis`, `matrix` (stored sector matrix),
-    /// `lanczos`, `observables`.
+    /// `solve` (Lanczos or dense), `observables`.
     pub timings: BTreeMap<String, f64>,
 }
 
@@ -117,17 +120,22 @@ pub fn available_memory() -> u64 {
         .unwrap_or(8 << 30)
 }
 
-/// Largest full spin space that the automatic search diagonalizes without symmetries.
+/// Total size of the sectors up to which the automatic search solves every sector fully
+/// (twice this) and merges their levels.
 const AUTO_FULL_MAX: f64 = (1u64 << 20) as f64;
 
 /// Finds the lowest levels of `model` on `lattice`.
 ///
-/// With [`SectorChoice::Auto`], spin models are solved in the full space up to `2^20` states;
-/// above that, `Sz`-conserving models are solved in every `Sz` sector (only `Sz >= 0` when the
-/// model is spin-flip symmetric), each converged roughly, and the lowest is then converged
-/// fully. When even one `Sz` sector does not fit in memory, translation-invariant models add
-/// momentum (and spin-flip parity at `Sz = 0`) and the search assumes the smallest `|Sz|`,
-/// which holds for antiferromagnets; pass `--sector` for anything else.
+/// With [`SectorChoice::Auto`], spin models are split by the symmetries they have: every `Sz`
+/// sector of an `Sz`-conserving model (only `Sz >= 0` when it is also spin-flip symmetric),
+/// or both spin-flip parities, or the full space. When the sectors hold at most `2^21` states
+/// together, each is solved fully and their levels are merged, so the levels and the gap are
+/// those of the whole spectrum (and nearly degenerate levels of different symmetry, such as
+/// the tunnelling doublet of an ordered phase, are resolved exactly). Above that, each sector
+/// is converged roughly (80 steps) and the lowest is then converged fully (levels and gap are
+/// then within that sector). When even one sector does not fit in memory,
+/// translation-invariant models switch to momentum (and parity) sectors at the smallest
+/// `|Sz|`, which holds the ground state of antiferromagnets; pass a sector for anything else.
 pub fn solve(lattice: &Lattice, model: &Model, opts: &ExactOptions) -> Result<ExactResult> {
     let t0 = Instant::now();
     let hilbert = model.hilbert(lattice);
@@ -173,58 +181,6 @@ fn solve_spin(
     let sym = Symmetries::of(p, lattice);
     let real = p.is_real();
     let fits = |s: &Sector| memory_needed(s, lattice, real) <= available;
-    let mut scanned = Vec::new();
-    let sector = match opts.sector {
-        SectorChoice::Fixed(s) => {
-            s.check(&sym, lattice)?;
-            s
-        }
-        SectorChoice::Auto => {
-            let mut candidates: Vec<Sector> = Vec::new();
-            let full = Sector::full();
-            if full.parent_dimension(n) <= AUTO_FULL_MAX || (!sym.u1 && fits(&full)) {
-                candidates.push(full);
-            } else if sym.u1 {
-                let top = if sym.flip { n / 2 } else { n };
-                candidates.extend((0..=top).map(|nd| Sector {
-                    n_down: Some(nd),
-                    ..Sector::default()
-                }));
-                if !candidates.iter().all(&fits) && sym.translation {
-                    let nd = n / 2;
-                    candidates = momentum_sectors(lattice, Some(nd), sym.flip && 2 * nd == n);
-                }
-            } else if sym.translation {
-                candidates = momentum_sectors(lattice, None, sym.flip);
-            } else {
-                candidates.push(full);
-            }
-            if candidates.len() > 1 {
-                let quick = LanczosOptions {
-                    levels: 1,
-                    tol: 1e-7,
-                    max_iter: 80,
-                    seed: opts.seed,
-                    max_stored: 0,
-                    want_vector: false,
-                };
-                for s in &candidates {
-                    let run = run_spin_sector(p, lattice, model, s, &quick, available, false)?;
-                    scanned.push(ScannedSector {
-                        sector: s.label(lattice),
-                        dimension: run.dimension,
-                        energy: run.levels[0],
-                    });
-                }
-                let best = (0..candidates.len())
-                    .min_by(|&a, &b| scanned[a].energy.total_cmp(&scanned[b].energy))
-                    .unwrap();
-                candidates[best]
-            } else {
-                candidates[0]
-            }
-        }
-    };
     let lopts = LanczosOptions {
         levels: opts.levels,
         tol: opts.tol,
@@ -233,8 +189,109 @@ fn solve_spin(
         max_stored: 0, // decided in `run_basis` from what is left after the basis
         want_vector: true,
     };
-    let run = run_spin_sector(p, lattice, model, &sector, &lopts, available, opts.progress)?;
+    let solve_in = |s: &Sector, lo: &LanczosOptions, progress: bool| {
+        run_spin_sector(p, lattice, model, s, lo, available, progress)
+    };
+    let candidates = match opts.sector {
+        SectorChoice::Fixed(s) => {
+            s.check(&sym, lattice)?;
+            let run = solve_in(&s, &lopts, opts.progress)?;
+            return Ok(finish(run, n, s.label(lattice), vec![]));
+        }
+        SectorChoice::Auto => auto_candidates(&sym, lattice, &fits),
+    };
+    if candidates.len() == 1 {
+        let run = solve_in(&candidates[0], &lopts, opts.progress)?;
+        return Ok(finish(run, n, candidates[0].label(lattice), vec![]));
+    }
+    let total: f64 = candidates
+        .iter()
+        .map(|s| s.estimated_dimension(lattice))
+        .sum();
+    let mut scanned = Vec::new();
+    if total <= AUTO_FULL_MAX * 2.0 {
+        // Small enough to solve every sector fully: the levels (and the gap) are those of the
+        // whole spectrum, merged across sectors.
+        let mut runs = Vec::new();
+        for s in &candidates {
+            let run = solve_in(s, &lopts, false)?;
+            scanned.push(ScannedSector {
+                sector: s.label(lattice),
+                dimension: run.dimension,
+                energy: run.levels[0],
+            });
+            runs.push(run);
+        }
+        let best = lowest(&scanned);
+        let mut all: Vec<f64> = runs.iter().flat_map(|r| r.levels.clone()).collect();
+        all.sort_by(f64::total_cmp);
+        let mut run = runs.swap_remove(best);
+        run.levels = dense::distinct(&all, opts.levels.max(1), 1e-10);
+        run.converged = runs.iter().all(|r| r.converged) && run.converged;
+        return Ok(finish(run, n, candidates[best].label(lattice), scanned));
+    }
+    // Large: converge every sector roughly, then the lowest one fully.
+    let quick = LanczosOptions {
+        levels: 1,
+        tol: 1e-7,
+        max_iter: 80,
+        want_vector: false,
+        ..lopts.clone()
+    };
+    for s in &candidates {
+        let run = solve_in(s, &quick, false)?;
+        scanned.push(ScannedSector {
+            sector: s.label(lattice),
+            dimension: run.dimension,
+            energy: run.levels[0],
+        });
+    }
+    let sector = candidates[lowest(&scanned)];
+    let run = solve_in(&sector, &lopts, opts.progress)?;
     Ok(finish(run, n, sector.label(lattice), scanned))
+}
+
+/// Index of the sector with the lowest energy.
+fn lowest(scanned: &[ScannedSector]) -> usize {
+    (0..scanned.len())
+        .min_by(|&a, &b| scanned[a].energy.total_cmp(&scanned[b].energy))
+        .unwrap()
+}
+
+/// The sectors the automatic search compares: every `Sz` sector of a `U(1)` model (`Sz >= 0`
+/// when it is also flip symmetric), both parities of a flip-symmetric model, the full space
+/// otherwise; when these do not fit in memory, momentum (and parity) sectors at the smallest
+/// `|Sz|`.
+fn auto_candidates(
+    sym: &Symmetries,
+    lattice: &Lattice,
+    fits: &dyn Fn(&Sector) -> bool,
+) -> Vec<Sector> {
+    let n = lattice.n_sites();
+    let mut candidates: Vec<Sector> = if sym.u1 {
+        let top = if sym.flip { n / 2 } else { n };
+        (0..=top)
+            .map(|nd| Sector {
+                n_down: Some(nd),
+                ..Sector::default()
+            })
+            .collect()
+    } else if sym.flip {
+        [1, -1]
+            .map(|p| Sector {
+                parity: Some(p),
+                ..Sector::default()
+            })
+            .to_vec()
+    } else {
+        vec![Sector::full()]
+    };
+    if !candidates.iter().all(fits) && sym.translation {
+        let nd = sym.u1.then_some(n / 2);
+        let parity = sym.flip && nd.is_none_or(|nd| 2 * nd == n);
+        candidates = momentum_sectors(lattice, nd, parity);
+    }
+    candidates
 }
 
 fn finish(run: SectorRun, n: usize, sector: String, scanned: Vec<ScannedSector>) -> ExactResult {
@@ -246,6 +303,12 @@ fn finish(run: SectorRun, n: usize, sector: String, scanned: Vec<ScannedSector>)
         dimension: run.dimension,
         sector,
         n_sites: n,
+        solver: if run.iterations == 0 {
+            "dense"
+        } else {
+            "lanczos"
+        }
+        .to_string(),
         iterations: run.iterations,
         converged: run.converged,
         seconds: 0.0,
@@ -451,10 +514,15 @@ fn run_basis<S: Scalar, B: SpinBasis>(
         None => matvec(p, basis, x, y),
     };
     let t0 = Instant::now();
-    let mut bar = Progress::new(progress, dim);
-    let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
-    bar.done();
-    timings.insert("lanczos".to_string(), t0.elapsed().as_secs_f64());
+    let res = if dim <= dense::DENSE_MAX {
+        dense::solve_small(dim, apply, lopts.levels, lopts.want_vector)
+    } else {
+        let mut bar = Progress::new(progress, dim);
+        let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
+        bar.done();
+        res
+    };
+    timings.insert("solve".to_string(), t0.elapsed().as_secs_f64());
     let t0 = Instant::now();
     let mut observables = BTreeMap::new();
     if let Some(psi) = &res.vector {
@@ -632,10 +700,15 @@ fn run_local<S: Scalar>(
     let apply = |x: &[S], y: &mut [S]| local_matvec(op, x, y);
     let mut timings = BTreeMap::new();
     let t0 = Instant::now();
-    let mut bar = Progress::new(progress, dim);
-    let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
-    bar.done();
-    timings.insert("lanczos".to_string(), t0.elapsed().as_secs_f64());
+    let res = if dim <= dense::DENSE_MAX {
+        dense::solve_small(dim, apply, lopts.levels, lopts.want_vector)
+    } else {
+        let mut bar = Progress::new(progress, dim);
+        let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
+        bar.done();
+        res
+    };
+    timings.insert("solve".to_string(), t0.elapsed().as_secs_f64());
     let t0 = Instant::now();
     let mut observables = BTreeMap::new();
     if let Some(psi) = &res.vector {
