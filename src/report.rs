@@ -44,10 +44,17 @@ pub fn exact_text(problem: &Problem, r: &ExactResult) -> String {
     for sc in &r.scanned {
         line(
             "  scanned",
-            format!(
-                "{:<18} {:>12} states  E0 ~ {:.8}",
-                sc.sector, sc.dimension, sc.energy
-            ),
+            if sc.rough {
+                format!(
+                    "{:<18} {:>12} states  E0 ~ {:.8} (rough)",
+                    sc.sector, sc.dimension, sc.energy
+                )
+            } else {
+                format!(
+                    "{:<18} {:>12} states  E0 = {:.12}",
+                    sc.sector, sc.dimension, sc.energy
+                )
+            },
         );
     }
     line("E0", format!("{:.12}", r.energy));

@@ -75,6 +75,8 @@ pub struct ScannedSector {
     pub sector: String,
     pub dimension: u64,
     pub energy: f64,
+    /// True when the sector was only converged roughly (80 Lanczos steps) to compare it.
+    pub rough: bool,
 }
 
 /// The result of an exact solve.
@@ -219,6 +221,7 @@ fn solve_spin(
                 sector: s.label(lattice),
                 dimension: run.dimension,
                 energy: run.levels[0],
+                rough: false,
             });
             runs.push(run);
         }
@@ -244,6 +247,7 @@ fn solve_spin(
             sector: s.label(lattice),
             dimension: run.dimension,
             energy: run.levels[0],
+            rough: true,
         });
     }
     let sector = candidates[lowest(&scanned)];
