@@ -518,14 +518,7 @@ fn run_basis<S: Scalar, B: SpinBasis>(
         None => matvec(p, basis, x, y),
     };
     let t0 = Instant::now();
-    let res = if dim <= dense::DENSE_MAX {
-        dense::solve_small(dim, apply, lopts.levels, lopts.want_vector)
-    } else {
-        let mut bar = Progress::new(progress, dim);
-        let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
-        bar.done();
-        res
-    };
+    let res = eigensolve(dim, apply, lopts, progress);
     timings.insert("solve".to_string(), t0.elapsed().as_secs_f64());
     let t0 = Instant::now();
     let mut observables = BTreeMap::new();
@@ -559,6 +552,24 @@ fn run_basis<S: Scalar, B: SpinBasis>(
         },
         observables,
         timings,
+    }
+}
+
+/// The lowest levels of `x -> H x`: densely for at most [`dense::DENSE_MAX`] states,
+/// otherwise by Lanczos with a progress line.
+fn eigensolve<S: Scalar>(
+    dim: usize,
+    apply: impl Fn(&[S], &mut [S]) + Sync,
+    lopts: &LanczosOptions,
+    progress: bool,
+) -> lanczos::LanczosResult<S> {
+    if dim <= dense::DENSE_MAX {
+        dense::solve_small(dim, apply, lopts.levels, lopts.want_vector)
+    } else {
+        let mut bar = Progress::new(progress, dim);
+        let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
+        bar.done();
+        res
     }
 }
 
@@ -704,14 +715,7 @@ fn run_local<S: Scalar>(
     let apply = |x: &[S], y: &mut [S]| local_matvec(op, x, y);
     let mut timings = BTreeMap::new();
     let t0 = Instant::now();
-    let res = if dim <= dense::DENSE_MAX {
-        dense::solve_small(dim, apply, lopts.levels, lopts.want_vector)
-    } else {
-        let mut bar = Progress::new(progress, dim);
-        let res = lanczos(dim, apply, lopts, |it, e| bar.update(it, e));
-        bar.done();
-        res
-    };
+    let res = eigensolve(dim, apply, lopts, progress);
     timings.insert("solve".to_string(), t0.elapsed().as_secs_f64());
     let t0 = Instant::now();
     let mut observables = BTreeMap::new();
