@@ -5,6 +5,7 @@ pub mod error;
 pub mod exact;
 pub mod hilbert;
 pub mod lattice;
+pub mod model;
 pub mod operator;
 pub mod report;
 pub mod rg;

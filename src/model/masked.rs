@@ -1,0 +1,458 @@
+//! The RG masked-diffusion denoiser (models.md, family A).
+//!
+//! Input at reverse step `k`, per site `x`: the one-hot local state `e_{s_x}` if `x` was
+//! revealed before step `k` (else zeros) and a mask channel (1 if revealed). The network is a
+//! stack of periodic convolutions (circular padding, so exactly translation-equivariant on the
+//! periodic lattice) with a learned embedding of the step added after the first layer, and a
+//! pointwise head giving `d` logits per site (plus one phase channel for the learned phase).
+//!
+//! `log p(s) = sum_k sum_{x in step k} log softmax(f_k(s_<k))_x[s_x]`: all steps of a batch are
+//! evaluated in one pass (teacher forcing, batch `B K`); sampling takes one pass of batch `B`
+//! per step. The wavefunction is `log psi = log p / 2 + i theta` with `theta = 0` (`none`),
+//! `pi * #{down spins on sublattice A}` (`marshall`, Marshall's sign rule for bipartite
+//! antiferromagnets) or `sum_x g(s)_x` from the phase channel evaluated on the fully revealed
+//! configuration (`learned`).
+//!
+//! Parameters are owned `Var`s with names sorted (`embed`, `head.*`, `layer{i}.*`), initialised
+//! from a seeded generator (candle's CPU generator cannot be seeded), and saved as
+//! safetensors.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::lattice::{Lattice, Shape};
+use crate::rg::Schedule;
+
+/// How the model carries the sign or phase of the wavefunction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Real positive `psi = sqrt(p)` (stoquastic Hamiltonians such as the TFIM).
+    None,
+    /// Marshall's sign `(-1)^{#down on sublattice A}` (bipartite antiferromagnets).
+    Marshall,
+    /// A learned phase head of the same network.
+    Learned,
+}
+
+impl Phase {
+    pub fn parse(s: &str) -> Result<Phase> {
+        match s {
+            "none" => Ok(Phase::None),
+            "marshall" => Ok(Phase::Marshall),
+            "learned" => Ok(Phase::Learned),
+            _ => Err(Error::Input(format!(
+                "unknown phase `{s}`; expected none, marshall or learned"
+            ))),
+        }
+    }
+}
+
+/// Architecture of the denoiser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Channels of the hidden layers.
+    pub width: usize,
+    /// Number of convolution layers (at least 1).
+    pub depth: usize,
+    /// Convolution kernel size (odd), per axis.
+    pub kernel: usize,
+    pub phase: Phase,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            width: 16,
+            depth: 3,
+            kernel: 5,
+            phase: Phase::None,
+        }
+    }
+}
+
+/// The RG masked-diffusion model on one lattice with one schedule.
+pub struct MaskedDiffusion {
+    cfg: ModelConfig,
+    shape: Shape,
+    extent: [usize; 2],
+    n: usize,
+    d: usize,
+    schedule: Schedule,
+    device: Device,
+    dtype: DType,
+    params: Vec<(String, Var)>,
+    sublattice_a: Vec<bool>,
+}
+
+impl MaskedDiffusion {
+    /// A model with freshly initialised parameters (uniform in `+-1/sqrt(fan_in)`, from
+    /// `seed`). `d` is the local dimension.
+    pub fn new(
+        lattice: &Lattice,
+        d: usize,
+        schedule: Schedule,
+        cfg: ModelConfig,
+        device: &Device,
+        dtype: DType,
+        seed: u64,
+    ) -> Result<Self> {
+        if cfg.depth == 0 || cfg.width == 0 || cfg.kernel % 2 == 0 {
+            return Err(Error::Input(
+                "model: depth and width must be positive and the kernel odd".into(),
+            ));
+        }
+        if schedule.n_sites() != lattice.n_sites() {
+            return Err(Error::Input(
+                "model: schedule and lattice differ in size".into(),
+            ));
+        }
+        let n = lattice.n_sites();
+        let dims = lattice.dim();
+        let k = cfg.kernel;
+        let kshape = |o: usize, i: usize| -> Vec<usize> {
+            if dims == 1 {
+                vec![o, i, k]
+            } else {
+                vec![o, i, k, k]
+            }
+        };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut shapes: Vec<(String, Vec<usize>, f64)> = Vec::new();
+        let c_in = d + 1;
+        for l in 0..cfg.depth {
+            let i = if l == 0 { c_in } else { cfg.width };
+            let fan_in = (i * k.pow(dims as u32)) as f64;
+            shapes.push((
+                format!("layer{l}.weight"),
+                kshape(cfg.width, i),
+                fan_in.sqrt().recip(),
+            ));
+            shapes.push((
+                format!("layer{l}.bias"),
+                vec![cfg.width],
+                fan_in.sqrt().recip(),
+            ));
+        }
+        let n_steps = schedule.n_steps() + usize::from(cfg.phase == Phase::Learned);
+        shapes.push(("embed".into(), vec![n_steps, cfg.width], 0.5));
+        let out = d + usize::from(cfg.phase == Phase::Learned);
+        let head_shape = if dims == 1 {
+            vec![out, cfg.width, 1]
+        } else {
+            vec![out, cfg.width, 1, 1]
+        };
+        let a = (cfg.width as f64).sqrt().recip();
+        shapes.push(("head.weight".into(), head_shape, a));
+        shapes.push(("head.bias".into(), vec![out], a));
+        shapes.sort_by(|x, y| x.0.cmp(&y.0));
+        let mut params = Vec::new();
+        for (name, shape, scale) in shapes {
+            let len: usize = shape.iter().product();
+            let vals: Vec<f64> = (0..len).map(|_| rng.random_range(-scale..scale)).collect();
+            let t = Tensor::from_vec(vals, shape, device)?.to_dtype(dtype)?;
+            params.push((name, Var::from_tensor(&t)?));
+        }
+        Ok(MaskedDiffusion {
+            cfg,
+            shape: lattice.shape(),
+            extent: lattice.extent(),
+            n,
+            d,
+            schedule,
+            device: device.clone(),
+            dtype,
+            params,
+            sublattice_a: (0..n).map(|i| lattice.sublattice_sign(i) > 0).collect(),
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn n_sites(&self) -> usize {
+        self.n
+    }
+
+    pub fn local_dim(&self) -> usize {
+        self.d
+    }
+
+    /// Parameters, sorted by name (the order used for flattening and checkpoints).
+    pub fn params(&self) -> &[(String, Var)] {
+        &self.params
+    }
+
+    /// Total number of scalar parameters.
+    pub fn n_params(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    fn param(&self, name: &str) -> &Tensor {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_tensor())
+            .expect("parameter exists")
+    }
+
+    /// Network inputs for configurations `s` (`m x N`, row-major) at the given steps: the
+    /// one-hot states of the sites revealed before the step and a mask channel. A step equal
+    /// to `n_steps` reveals every site (the phase head's input).
+    fn encode(&self, s: &[u8], steps: &[usize]) -> Result<Tensor> {
+        let (n, d) = (self.n, self.d);
+        let c = d + 1;
+        let m = steps.len();
+        let sos = self.schedule.step_of_site();
+        let mut x = vec![0f32; m * c * n];
+        for (b, &k) in steps.iter().enumerate() {
+            let row = &s[b * n..(b + 1) * n];
+            let base = b * c * n;
+            for site in 0..n {
+                if sos[site] < k {
+                    x[base + row[site] as usize * n + site] = 1.0;
+                    x[base + d * n + site] = 1.0;
+                }
+            }
+        }
+        let t = Tensor::from_vec(x, (m, c, n), &self.device)?.to_dtype(self.dtype)?;
+        Ok(t)
+    }
+
+    /// Circular padding by `r` on the last axis (`dim`) of `x`.
+    fn pad(x: &Tensor, dim: usize, r: usize) -> Result<Tensor> {
+        if r == 0 {
+            return Ok(x.clone());
+        }
+        let len = x.dim(dim)?;
+        // Wrap as many times as needed when the kernel is wider than the lattice.
+        let mut parts = Vec::new();
+        let mut left = r;
+        let mut lefts = Vec::new();
+        while left > 0 {
+            let take = left.min(len);
+            lefts.push(x.narrow(dim, len - take, take)?);
+            left -= take;
+        }
+        lefts.reverse();
+        parts.extend(lefts);
+        parts.push(x.clone());
+        let mut right = r;
+        while right > 0 {
+            let take = right.min(len);
+            parts.push(x.narrow(dim, 0, take)?);
+            right -= take;
+        }
+        Ok(Tensor::cat(&parts, dim)?)
+    }
+
+    /// Periodic convolution of `x` (`m x c x N`) with a weight of this lattice's dimension.
+    fn conv(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let m = x.dim(0)?;
+        let c = x.dim(1)?;
+        let r = w.dim(2)? / 2;
+        let y = match self.shape {
+            Shape::Chain => Self::pad(x, 2, r)?.conv1d(w, 0, 1, 1, 1)?,
+            Shape::Square => {
+                let [lx, ly] = self.extent;
+                let x4 = x.reshape((m, c, ly, lx))?;
+                let p = Self::pad(&Self::pad(&x4, 3, r)?, 2, r)?;
+                let o = w.dim(0)?;
+                p.conv2d(w, 0, 1, 1, 1)?.reshape((m, o, self.n))?
+            }
+        };
+        Ok(y.broadcast_add(&b.unsqueeze(0)?.unsqueeze(2)?)?)
+    }
+
+    /// Network output (`m x out x N`) for encoded inputs at the given steps.
+    fn forward(&self, input: &Tensor, steps: &[usize]) -> Result<Tensor> {
+        let ids: Vec<u32> = steps.iter().map(|&k| k as u32).collect();
+        let ids = Tensor::from_vec(ids, steps.len(), &self.device)?;
+        let emb = self.param("embed").index_select(&ids, 0)?.unsqueeze(2)?;
+        let mut h = input.clone();
+        for l in 0..self.cfg.depth {
+            let w = self.param(&format!("layer{l}.weight"));
+            let b = self.param(&format!("layer{l}.bias"));
+            let mut z = self.conv(&h, w, b)?;
+            if l == 0 {
+                z = z.broadcast_add(&emb)?;
+            }
+            let a = z.tanh()?;
+            h = if l == 0 { a } else { (h + a)? };
+        }
+        self.conv(&h, self.param("head.weight"), self.param("head.bias"))
+    }
+
+    /// `log p(s)` for a batch of configurations (`B x N`, row-major), as a differentiable
+    /// tensor of shape `B`.
+    pub fn log_prob(&self, s: &[u8]) -> Result<Tensor> {
+        let (n, d) = (self.n, self.d);
+        let b = s.len() / n;
+        let k = self.schedule.n_steps();
+        let steps: Vec<usize> = (0..b).flat_map(|_| 0..k).collect();
+        let reps: Vec<u8> = (0..b)
+            .flat_map(|i| {
+                std::iter::repeat_n(&s[i * n..(i + 1) * n], k)
+                    .flatten()
+                    .copied()
+            })
+            .collect();
+        let input = self.encode(&reps, &steps)?;
+        let out = self.forward(&input, &steps)?;
+        let logits = out.narrow(1, 0, d)?;
+        let logp = candle_nn::ops::log_softmax(&logits, 1)?;
+        // Select log p of the actual value at the sites revealed at each step.
+        let sos = self.schedule.step_of_site();
+        let mut target = vec![0f32; b * k * d * n];
+        for (row, &step) in steps.iter().enumerate() {
+            let cfg = &reps[row * n..(row + 1) * n];
+            for site in 0..n {
+                if sos[site] == step {
+                    target[row * d * n + cfg[site] as usize * n + site] = 1.0;
+                }
+            }
+        }
+        let target = Tensor::from_vec(target, (b * k, d, n), &self.device)?.to_dtype(self.dtype)?;
+        let per_row = (logp * target)?.sum((1, 2))?;
+        Ok(per_row.reshape((b, k))?.sum(1)?)
+    }
+
+    /// The phase `theta(s)` for a batch: a differentiable tensor for the learned phase,
+    /// `None` when the phase is fixed (see [`MaskedDiffusion::fixed_phase`]).
+    pub fn learned_phase(&self, s: &[u8]) -> Result<Option<Tensor>> {
+        if self.cfg.phase != Phase::Learned {
+            return Ok(None);
+        }
+        let b = s.len() / self.n;
+        let steps = vec![self.schedule.n_steps(); b];
+        let out = self.forward(&self.encode(s, &steps)?, &steps)?;
+        Ok(Some(out.narrow(1, self.d, 1)?.sum((1, 2))?))
+    }
+
+    /// The fixed phase (0 or Marshall's `pi * #down on A`) of one configuration.
+    pub fn fixed_phase(&self, s: &[u8]) -> f64 {
+        match self.cfg.phase {
+            Phase::Marshall => {
+                let downs = s
+                    .iter()
+                    .zip(&self.sublattice_a)
+                    .filter(|(&v, &a)| a && v == 1)
+                    .count();
+                std::f64::consts::PI * (downs % 2) as f64
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// `log psi(s) = log p(s) / 2 + i theta(s)` on the host, for a batch.
+    pub fn log_psi(&self, s: &[u8]) -> Result<Vec<num_complex::Complex64>> {
+        let lp: Vec<f64> = self.log_prob(s)?.to_dtype(DType::F64)?.to_vec1()?;
+        let learned: Option<Vec<f64>> = match self.learned_phase(s)? {
+            Some(t) => Some(t.to_dtype(DType::F64)?.to_vec1()?),
+            None => None,
+        };
+        Ok(lp
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                let th = learned.as_ref().map_or_else(
+                    || self.fixed_phase(&s[i * self.n..(i + 1) * self.n]),
+                    |v| v[i],
+                );
+                num_complex::Complex64::new(0.5 * l, th)
+            })
+            .collect())
+    }
+
+    /// Draws `b` independent exact samples by the reverse process (one network pass per
+    /// step), with their `log p`. All randomness comes from `rng`.
+    pub fn sample(&self, b: usize, rng: &mut impl Rng) -> Result<(Vec<u8>, Vec<f64>)> {
+        let (n, d) = (self.n, self.d);
+        let mut s = vec![0u8; b * n];
+        let mut logp = vec![0f64; b];
+        for (k, sites) in self.schedule.steps().iter().enumerate() {
+            let steps = vec![k; b];
+            let out = self.forward(&self.encode(&s, &steps)?, &steps)?;
+            let lsm = candle_nn::ops::log_softmax(&out.narrow(1, 0, d)?, 1)?;
+            let lsm: Vec<f64> = lsm.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+            for i in 0..b {
+                for &x in sites {
+                    let u: f64 = rng.random();
+                    let mut acc = 0.0;
+                    let mut v = d - 1;
+                    for c in 0..d {
+                        acc += lsm[i * d * n + c * n + x].exp();
+                        if u < acc {
+                            v = c;
+                            break;
+                        }
+                    }
+                    s[i * n + x] = v as u8;
+                    logp[i] += lsm[i * d * n + v * n + x];
+                }
+            }
+        }
+        Ok((s, logp))
+    }
+
+    /// Writes the parameters as safetensors (to `path` directly; callers make it atomic).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let map: HashMap<String, Tensor> = self
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&map, path).map_err(|e| Error::Io {
+            file: path.display().to_string(),
+            message: format!("cannot write parameters: {e}"),
+        })
+    }
+
+    /// Loads parameters saved by [`MaskedDiffusion::save`] into this (same-shaped) model.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let file = path.display().to_string();
+        let map = candle_core::safetensors::load(path, &self.device).map_err(|e| Error::Io {
+            file: file.clone(),
+            message: format!("cannot read parameters: {e}"),
+        })?;
+        for (name, var) in &self.params {
+            let t = map.get(name).ok_or_else(|| Error::Io {
+                file: file.clone(),
+                message: format!("parameter `{name}` missing"),
+            })?;
+            if t.dims() != var.dims() {
+                return Err(Error::Io {
+                    file: file.clone(),
+                    message: format!(
+                        "parameter `{name}` has shape {:?}, the model expects {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
+                });
+            }
+            var.set(&t.to_dtype(self.dtype)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Input(format!("tensor error: {e}"))
+    }
+}
