@@ -103,7 +103,7 @@ impl MaskedDiffusion {
         dtype: DType,
         seed: u64,
     ) -> Result<Self> {
-        if cfg.depth == 0 || cfg.width == 0 || cfg.kernel % 2 == 0 {
+        if cfg.depth == 0 || cfg.width == 0 || cfg.kernel.is_multiple_of(2) {
             return Err(Error::Input(
                 "model: depth and width must be positive and the kernel odd".into(),
             ));
