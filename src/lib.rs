@@ -9,8 +9,10 @@ pub mod model;
 pub mod operator;
 pub mod report;
 pub mod rg;
+pub mod run;
 pub mod scalar;
 pub mod spec;
 pub mod stats;
+pub mod vmc;
 
 pub use error::{Error, Result};

@@ -111,3 +111,67 @@ pub fn exact_json(problem: &Problem, r: &ExactResult) -> String {
     obj.insert("parameters".into(), params.into());
     serde_json::to_string(&v).expect("results serialise")
 }
+
+/// The CLI's progress bar for VMC: running energy, its error and the relative error to the
+/// exact energy when known (hidden when stderr is not a terminal).
+pub struct VmcProgress {
+    bar: indicatif::ProgressBar,
+}
+
+impl VmcProgress {
+    pub fn new(total: usize, done: usize) -> Self {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
+                .expect("valid template"),
+        );
+        bar.set_position(done as u64);
+        VmcProgress { bar }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl crate::run::Monitor for VmcProgress {
+    fn iteration(&mut self, s: &crate::vmc::IterationStats, exact: Option<f64>) {
+        let rel = exact.map_or(String::new(), |e| {
+            format!("  rel {:.2e}", (s.energy - e) / e.abs())
+        });
+        self.bar.set_message(format!(
+            "E = {:.6} +- {:.6}  var {:.3e}{rel}",
+            s.energy, s.error, s.variance
+        ));
+        self.bar.set_position(s.iter as u64 + 1);
+    }
+
+    fn message(&mut self, text: &str) {
+        self.bar.suspend(|| eprintln!("{text}"));
+    }
+}
+
+/// The final report of `rgdiff ground-state`.
+pub fn summary_text(s: &crate::run::Summary, dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<16} {v}\n"));
+    line("status", s.status.clone());
+    line("energy", format!("{:.8} +- {:.8}", s.energy, s.energy_error));
+    line("variance", format!("{:.6e}", s.variance));
+    line("v-score", format!("{:.6e}", s.v_score));
+    if let (Some(e), Some(r)) = (s.exact_energy, s.relative_error) {
+        line("exact energy", format!("{e:.10}"));
+        line("relative error", format!("{r:.3e}"));
+    }
+    line("iterations", s.iterations.to_string());
+    line(
+        "time",
+        format!(
+            "{:.1} s, {:.3} s per iteration, {:.0} samples/s",
+            s.seconds, s.seconds_per_iteration, s.samples_per_second
+        ),
+    );
+    line("parameters", s.n_params.to_string());
+    line("run directory", dir.display().to_string());
+    out
+}

@@ -81,7 +81,6 @@ impl Default for ModelConfig {
 pub struct MaskedDiffusion {
     cfg: ModelConfig,
     shape: Shape,
-    extent: [usize; 2],
     n: usize,
     d: usize,
     schedule: Schedule,
@@ -89,6 +88,9 @@ pub struct MaskedDiffusion {
     dtype: DType,
     params: Vec<(String, Var)>,
     sublattice_a: Vec<bool>,
+    /// For every site, its periodic neighbours at the kernel's offsets (offsets `-r..=r`,
+    /// `y` outer and `x` inner on the square): the gather that unfolds a convolution.
+    neighbours: Tensor,
 }
 
 impl MaskedDiffusion {
@@ -162,7 +164,6 @@ impl MaskedDiffusion {
         Ok(MaskedDiffusion {
             cfg,
             shape: lattice.shape(),
-            extent: lattice.extent(),
             n,
             d,
             schedule,
@@ -170,7 +171,36 @@ impl MaskedDiffusion {
             dtype,
             params,
             sublattice_a: (0..n).map(|i| lattice.sublattice_sign(i) > 0).collect(),
+            neighbours: Self::neighbour_index(lattice, k, device)?,
         })
+    }
+
+    fn neighbour_index(lattice: &Lattice, k: usize, device: &Device) -> Result<Tensor> {
+        let r = (k / 2) as isize;
+        let [lx, ly] = lattice.extent();
+        let wrap = |v: isize, l: usize| v.rem_euclid(l as isize) as usize;
+        let mut idx = Vec::new();
+        for site in 0..lattice.n_sites() {
+            let (x, y) = lattice.coords(site);
+            match lattice.shape() {
+                Shape::Chain => {
+                    for j in -r..=r {
+                        idx.push(wrap(x as isize + j, lx) as u32);
+                    }
+                }
+                Shape::Square => {
+                    for dy in -r..=r {
+                        for dx in -r..=r {
+                            let nx = wrap(x as isize + dx, lx);
+                            let ny = wrap(y as isize + dy, ly);
+                            idx.push(lattice.index(nx, ny) as u32);
+                        }
+                    }
+                }
+            }
+        }
+        let len = idx.len();
+        Ok(Tensor::from_vec(idx, len, device)?)
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -211,79 +241,62 @@ impl MaskedDiffusion {
             .expect("parameter exists")
     }
 
-    /// Network inputs for configurations `s` (`m x N`, row-major) at the given steps: the
-    /// one-hot states of the sites revealed before the step and a mask channel. A step equal
+    /// Network inputs (`m x N x (d+1)`, channels last) for configurations `s` (`m x N`,
+    /// row-major) at the given steps: the one-hot states of the sites revealed before the step and a mask channel. A step equal
     /// to `n_steps` reveals every site (the phase head's input).
     fn encode(&self, s: &[u8], steps: &[usize]) -> Result<Tensor> {
         let (n, d) = (self.n, self.d);
         let c = d + 1;
         let m = steps.len();
         let sos = self.schedule.step_of_site();
-        let mut x = vec![0f32; m * c * n];
+        let mut x = vec![0f32; m * n * c];
         for (b, &k) in steps.iter().enumerate() {
             let row = &s[b * n..(b + 1) * n];
-            let base = b * c * n;
             for site in 0..n {
                 if sos[site] < k {
-                    x[base + row[site] as usize * n + site] = 1.0;
-                    x[base + d * n + site] = 1.0;
+                    let base = (b * n + site) * c;
+                    x[base + row[site] as usize] = 1.0;
+                    x[base + d] = 1.0;
                 }
             }
         }
-        let t = Tensor::from_vec(x, (m, c, n), &self.device)?.to_dtype(self.dtype)?;
+        let t = Tensor::from_vec(x, (m, n, c), &self.device)?.to_dtype(self.dtype)?;
         Ok(t)
     }
 
-    /// Circular padding by `r` on the last axis (`dim`) of `x`.
-    fn pad(x: &Tensor, dim: usize, r: usize) -> Result<Tensor> {
-        if r == 0 {
-            return Ok(x.clone());
-        }
-        let len = x.dim(dim)?;
-        // Wrap as many times as needed when the kernel is wider than the lattice.
-        let mut parts = Vec::new();
-        let mut left = r;
-        let mut lefts = Vec::new();
-        while left > 0 {
-            let take = left.min(len);
-            lefts.push(x.narrow(dim, len - take, take)?);
-            left -= take;
-        }
-        lefts.reverse();
-        parts.extend(lefts);
-        parts.push(x.clone());
-        let mut right = r;
-        while right > 0 {
-            let take = right.min(len);
-            parts.push(x.narrow(dim, 0, take)?);
-            right -= take;
-        }
-        Ok(Tensor::cat(&parts, dim)?)
-    }
-
-    /// Periodic convolution of `x` (`m x c x N`) with a weight of this lattice's dimension.
+    /// Periodic convolution of `x` (`m x N x c`, channels last) with a weight of this
+    /// lattice's dimension (`o x c x k` or `o x c x k x k`), written as an explicit unfold
+    /// (one `index_select` gathers, for every site, its `k` or `k^2` periodic neighbours) and
+    /// one matrix product `(m N) x (k c)` by `(k c) x o`. candle 0.11's `conv1d` returns wrong
+    /// kernel gradients (checked against finite differences), so the convolution is built
+    /// from ops whose gradients are exact; it is also a single large GEMM.
     fn conv(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
         let m = x.dim(0)?;
-        let c = x.dim(1)?;
-        let r = w.dim(2)? / 2;
-        let y = match self.shape {
-            Shape::Chain => Self::pad(x, 2, r)?.conv1d(w, 0, 1, 1, 1)?,
-            Shape::Square => {
-                let [lx, ly] = self.extent;
-                let x4 = x.reshape((m, c, ly, lx))?;
-                let p = Self::pad(&Self::pad(&x4, 3, r)?, 2, r)?;
-                let o = w.dim(0)?;
-                p.conv2d(w, 0, 1, 1, 1)?.reshape((m, o, self.n))?
-            }
+        let c = x.dim(2)?;
+        let o = w.dim(0)?;
+        let k = w.dim(2)?;
+        let n = self.n;
+        let taps = if self.shape == Shape::Chain { k } else { k * k };
+        let cols = if k == 1 {
+            x.clone()
+        } else {
+            x.index_select(&self.neighbours, 1)?.reshape((m, n, taps * c))?
         };
-        Ok(y.broadcast_add(&b.unsqueeze(0)?.unsqueeze(2)?)?)
+        let w2 = match self.shape {
+            Shape::Chain => w.permute((2, 1, 0))?,
+            Shape::Square => w.permute((2, 3, 1, 0))?,
+        }
+        .contiguous()?
+        .reshape((taps * c, o))?;
+        let y = cols.reshape((m * n, taps * c))?.matmul(&w2)?.reshape((m, n, o))?;
+        Ok(y.broadcast_add(&b.unsqueeze(0)?.unsqueeze(0)?)?)
     }
 
-    /// Network output (`m x out x N`) for encoded inputs at the given steps.
+    /// Network output (`m x N x out`) for encoded inputs at the given steps.
     fn forward(&self, input: &Tensor, steps: &[usize]) -> Result<Tensor> {
         let ids: Vec<u32> = steps.iter().map(|&k| k as u32).collect();
         let ids = Tensor::from_vec(ids, steps.len(), &self.device)?;
-        let emb = self.param("embed").index_select(&ids, 0)?.unsqueeze(2)?;
+        let emb = self.param("embed").index_select(&ids, 0)?.unsqueeze(1)?;
         let mut h = input.clone();
         for l in 0..self.cfg.depth {
             let w = self.param(&format!("layer{l}.weight"));
@@ -314,8 +327,8 @@ impl MaskedDiffusion {
             .collect();
         let input = self.encode(&reps, &steps)?;
         let out = self.forward(&input, &steps)?;
-        let logits = out.narrow(1, 0, d)?;
-        let logp = candle_nn::ops::log_softmax(&logits, 1)?;
+        let logits = out.narrow(2, 0, d)?;
+        let logp = candle_nn::ops::log_softmax(&logits, 2)?;
         // Select log p of the actual value at the sites revealed at each step.
         let sos = self.schedule.step_of_site();
         let mut target = vec![0f32; b * k * d * n];
@@ -323,11 +336,11 @@ impl MaskedDiffusion {
             let cfg = &reps[row * n..(row + 1) * n];
             for site in 0..n {
                 if sos[site] == step {
-                    target[row * d * n + cfg[site] as usize * n + site] = 1.0;
+                    target[(row * n + site) * d + cfg[site] as usize] = 1.0;
                 }
             }
         }
-        let target = Tensor::from_vec(target, (b * k, d, n), &self.device)?.to_dtype(self.dtype)?;
+        let target = Tensor::from_vec(target, (b * k, n, d), &self.device)?.to_dtype(self.dtype)?;
         let per_row = (logp * target)?.sum((1, 2))?;
         Ok(per_row.reshape((b, k))?.sum(1)?)
     }
@@ -341,7 +354,7 @@ impl MaskedDiffusion {
         let b = s.len() / self.n;
         let steps = vec![self.schedule.n_steps(); b];
         let out = self.forward(&self.encode(s, &steps)?, &steps)?;
-        Ok(Some(out.narrow(1, self.d, 1)?.sum((1, 2))?))
+        Ok(Some(out.narrow(2, self.d, 1)?.sum((1, 2))?))
     }
 
     /// The fixed phase (0 or Marshall's `pi * #down on A`) of one configuration.
@@ -388,7 +401,7 @@ impl MaskedDiffusion {
         for (k, sites) in self.schedule.steps().iter().enumerate() {
             let steps = vec![k; b];
             let out = self.forward(&self.encode(&s, &steps)?, &steps)?;
-            let lsm = candle_nn::ops::log_softmax(&out.narrow(1, 0, d)?, 1)?;
+            let lsm = candle_nn::ops::log_softmax(&out.narrow(2, 0, d)?, 2)?;
             let lsm: Vec<f64> = lsm.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
             for i in 0..b {
                 for &x in sites {
@@ -396,14 +409,14 @@ impl MaskedDiffusion {
                     let mut acc = 0.0;
                     let mut v = d - 1;
                     for c in 0..d {
-                        acc += lsm[i * d * n + c * n + x].exp();
+                        acc += lsm[(i * n + x) * d + c].exp();
                         if u < acc {
                             v = c;
                             break;
                         }
                     }
                     s[i * n + x] = v as u8;
-                    logp[i] += lsm[i * d * n + v * n + x];
+                    logp[i] += lsm[(i * n + x) * d + v];
                 }
             }
         }

@@ -1,0 +1,378 @@
+//! Run directories for the variational solver: the resolved configuration, a per-iteration
+//! trace, atomic checkpoints, resumption and the final summary.
+//!
+//! ```text
+//! DIR/config.json        everything needed to rebuild the run (problem file, scheme, model, VMC)
+//! DIR/trace.csv          one row per iteration
+//! DIR/checkpoint/        model.safetensors, adam.safetensors, state.json (last good state)
+//! DIR/summary.json       final energy with error, exact energy and relative error when known
+//! ```
+//! A checkpoint is written into `checkpoint.tmp/` and then swapped in by renames, so an
+//! interrupted write never leaves a half-written checkpoint; `summary.json` and the trace are
+//! written to a temporary file and renamed.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::exact::{self, ExactOptions};
+use crate::model::{MaskedDiffusion, ModelConfig};
+use crate::operator::Hamiltonian;
+use crate::rg::Schedule;
+use crate::spec;
+use crate::vmc::{IterationStats, Vmc, VmcConfig};
+
+/// Everything that defines a ground-state run (saved as `config.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub problem: String,
+    pub scheme: String,
+    pub model: ModelConfig,
+    pub vmc: VmcConfig,
+    pub device: String,
+    /// Samples of the final energy estimate.
+    pub eval_samples: usize,
+    /// Iterations between checkpoints.
+    pub checkpoint_every: usize,
+    /// Compute the exact energy by diagonalization even when it is expensive.
+    pub exact: bool,
+}
+
+/// The final result of a run (`summary.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub status: String,
+    pub problem: String,
+    pub scheme: String,
+    pub iterations: usize,
+    pub energy: f64,
+    pub energy_error: f64,
+    pub variance: f64,
+    pub v_score: f64,
+    pub exact_energy: Option<f64>,
+    pub relative_error: Option<f64>,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    pub seconds_per_iteration: f64,
+    pub n_params: usize,
+    pub device: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct State {
+    iter: usize,
+    adam_t: u64,
+    seconds: f64,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
+    f.sync_all().map_err(|e| io_err(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// Parses `cpu`, `cuda` or `cuda:i`.
+pub fn device(name: &str) -> Result<Device> {
+    let cuda = |i: usize| {
+        Device::new_cuda(i).map_err(|e| {
+            Error::Input(format!(
+                "--device {name}: {e} (build with `--features cuda` on a machine with CUDA)"
+            ))
+        })
+    };
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        _ => match name.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(i) => cuda(i),
+            None => Err(Error::Input(format!(
+                "--device {name}: expected cpu, cuda or cuda:N"
+            ))),
+        },
+    }
+}
+
+const TRACE_HEADER: &str =
+    "iter,energy,energy_error,variance,v_score,entropy,temperature,lr,seconds,relative_error\n";
+
+fn trace_row(s: &IterationStats, exact: Option<f64>) -> String {
+    let rel = exact.map_or(String::new(), |e| format!("{:e}", (s.energy - e) / e.abs()));
+    format!(
+        "{},{},{},{},{},{},{},{},{},{}\n",
+        s.iter, s.energy, s.error, s.variance, s.v_score, s.entropy, s.temperature, s.lr, s.seconds, rel
+    )
+}
+
+/// A ground-state run in its directory.
+pub struct Run<'a> {
+    pub dir: PathBuf,
+    pub cfg: RunConfig,
+    pub vmc: Vmc<'a>,
+    pub exact_energy: Option<f64>,
+    seconds_before: f64,
+}
+
+/// Observer of a run's progress (the CLI's progress bar).
+pub trait Monitor {
+    fn iteration(&mut self, _stats: &IterationStats, _exact: Option<f64>) {}
+    fn message(&mut self, _text: &str) {}
+}
+
+impl Monitor for () {}
+
+/// Builds the model, the Hamiltonian and the exact reference of a configuration.
+pub fn prepare(cfg: &RunConfig) -> Result<(spec::Problem, Hamiltonian, Option<f64>, MaskedDiffusion)> {
+    let problem = spec::load(Path::new(&cfg.problem))?;
+    let lattice = &problem.lattice;
+    let hilbert = problem.model.hilbert(lattice);
+    let h = Hamiltonian::compile(hilbert, &problem.model.terms(lattice));
+    // ED when asked for, or when it is cheap (at most 2^20 states).
+    let exact_energy = if cfg.exact || hilbert.log2_dim() <= 20.0 {
+        Some(exact::solve(lattice, &problem.model, &ExactOptions::default())?.energy)
+    } else {
+        None
+    };
+    let schedule = Schedule::parse(&cfg.scheme, lattice)?;
+    let dev = device(&cfg.device)?;
+    let model = MaskedDiffusion::new(
+        lattice,
+        hilbert.local_dim(),
+        schedule,
+        cfg.model.clone(),
+        &dev,
+        DType::F32,
+        cfg.vmc.seed,
+    )?;
+    Ok((problem, h, exact_energy, model))
+}
+
+impl<'a> Run<'a> {
+    /// Starts a new run in `dir` (which must not hold a run yet).
+    pub fn create(
+        dir: &Path,
+        cfg: RunConfig,
+        h: &'a Hamiltonian,
+        model: MaskedDiffusion,
+        exact_energy: Option<f64>,
+    ) -> Result<Self> {
+        if dir.join("config.json").exists() {
+            return Err(Error::Input(format!(
+                "{} already holds a run; continue it with --resume {0} or choose another --out",
+                dir.display()
+            )));
+        }
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let json = serde_json::to_vec_pretty(&cfg).expect("config serialises");
+        write_atomic(&dir.join("config.json"), &json)?;
+        write_atomic(&dir.join("trace.csv"), TRACE_HEADER.as_bytes())?;
+        let vmc = Vmc::new(model, h.as_operator(), cfg.vmc.clone())?;
+        Ok(Run {
+            dir: dir.to_path_buf(),
+            cfg,
+            vmc,
+            exact_energy,
+            seconds_before: 0.0,
+        })
+    }
+
+    /// Reads the configuration of the run in `dir`.
+    pub fn read_config(dir: &Path) -> Result<RunConfig> {
+        let path = dir.join("config.json");
+        let text = fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| io_err(&path, format!("not a run configuration: {e}")))
+    }
+
+    /// Continues the run in `dir` from its last checkpoint (the trace is cut back to it).
+    pub fn resume(
+        dir: &Path,
+        cfg: RunConfig,
+        h: &'a Hamiltonian,
+        model: MaskedDiffusion,
+        exact_energy: Option<f64>,
+    ) -> Result<Self> {
+        let mut ck = dir.join("checkpoint");
+        if !ck.exists() && dir.join("checkpoint.old").exists() {
+            ck = dir.join("checkpoint.old");
+        }
+        let mut vmc = Vmc::new(model, h.as_operator(), cfg.vmc.clone())?;
+        let state_path = ck.join("state.json");
+        let (iter, seconds) = if state_path.exists() {
+            let text = fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
+            let st: State = serde_json::from_str(&text).map_err(|e| io_err(&state_path, e))?;
+            vmc.model.load(&ck.join("model.safetensors"))?;
+            vmc.adam.load(vmc.model.params(), &ck.join("adam.safetensors"))?;
+            vmc.adam.t = st.adam_t;
+            vmc.iter = st.iter;
+            (st.iter, st.seconds)
+        } else {
+            (0, 0.0)
+        };
+        // Keep the trace rows before the checkpoint.
+        let trace = dir.join("trace.csv");
+        let text = fs::read_to_string(&trace).unwrap_or_else(|_| TRACE_HEADER.to_string());
+        let mut kept = String::from(TRACE_HEADER);
+        for line in text.lines().skip(1) {
+            if line
+                .split(',')
+                .next()
+                .and_then(|v| v.parse::<usize>().ok())
+                .is_some_and(|i| i < iter)
+            {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        write_atomic(&trace, kept.as_bytes())?;
+        Ok(Run {
+            dir: dir.to_path_buf(),
+            cfg,
+            vmc,
+            exact_energy,
+            seconds_before: seconds,
+        })
+    }
+
+    /// Writes the current state as the checkpoint (atomically).
+    pub fn checkpoint(&self, seconds: f64) -> Result<()> {
+        let tmp = self.dir.join("checkpoint.tmp");
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+        self.vmc.model.save(&tmp.join("model.safetensors"))?;
+        self.vmc.adam.save(self.vmc.model.params(), &tmp.join("adam.safetensors"))?;
+        let st = State {
+            iter: self.vmc.iter,
+            adam_t: self.vmc.adam.t,
+            seconds,
+        };
+        write_atomic(&tmp.join("state.json"), &serde_json::to_vec(&st).expect("state"))?;
+        let cur = self.dir.join("checkpoint");
+        let old = self.dir.join("checkpoint.old");
+        let _ = fs::remove_dir_all(&old);
+        if cur.exists() {
+            fs::rename(&cur, &old).map_err(|e| io_err(&cur, e))?;
+        }
+        fs::rename(&tmp, &cur).map_err(|e| io_err(&cur, e))?;
+        let _ = fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// Runs the remaining iterations, checkpointing as configured; stops early (with a valid
+    /// checkpoint) when `stop` is set, and on a non-finite energy keeps the last good
+    /// checkpoint and reports it. Writes `summary.json`.
+    pub fn run(&mut self, stop: &AtomicBool, monitor: &mut dyn Monitor) -> Result<Summary> {
+        let t0 = Instant::now();
+        let trace_path = self.dir.join("trace.csv");
+        let mut trace = fs::OpenOptions::new()
+            .append(true)
+            .open(&trace_path)
+            .map_err(|e| io_err(&trace_path, e))?;
+        let mut status = "finished";
+        let mut sps = Vec::new();
+        while self.vmc.iter < self.cfg.vmc.iters {
+            if stop.load(Ordering::SeqCst) {
+                status = "interrupted";
+                break;
+            }
+            let stats = match self.vmc.step() {
+                Ok(s) => s,
+                Err(e) => {
+                    let last = self.last_checkpoint_iter();
+                    monitor.message(&format!(
+                        "{e}; the last good checkpoint (iteration {last}) is kept in {}",
+                        self.dir.join("checkpoint").display()
+                    ));
+                    self.write_summary("diverged", None, t0)?;
+                    return Err(Error::Input(format!(
+                        "{e}; the last good checkpoint (iteration {last}) is kept in {}",
+                        self.dir.join("checkpoint").display()
+                    )));
+                }
+            };
+            trace
+                .write_all(trace_row(&stats, self.exact_energy).as_bytes())
+                .map_err(|e| io_err(&trace_path, e))?;
+            sps.push(stats.samples_per_second);
+            monitor.iteration(&stats, self.exact_energy);
+            if self.vmc.iter % self.cfg.checkpoint_every.max(1) == 0 {
+                self.checkpoint(self.seconds_before + t0.elapsed().as_secs_f64())?;
+            }
+        }
+        self.checkpoint(self.seconds_before + t0.elapsed().as_secs_f64())?;
+        if status == "interrupted" {
+            monitor.message(&format!(
+                "interrupted at iteration {}; checkpoint written, continue with --resume {}",
+                self.vmc.iter,
+                self.dir.display()
+            ));
+        }
+        let summary = self.write_summary(status, Some(&sps), t0)?;
+        Ok(summary)
+    }
+
+    fn last_checkpoint_iter(&self) -> usize {
+        fs::read_to_string(self.dir.join("checkpoint").join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<State>(&t).ok())
+            .map_or(0, |s| s.iter)
+    }
+
+    /// Final estimate from `eval_samples` fresh samples and `summary.json`.
+    fn write_summary(&self, status: &str, sps: Option<&[f64]>, t0: Instant) -> Result<Summary> {
+        let b = self.cfg.eval_samples.max(2);
+        let (energy, error, variance, v_score) = if status == "diverged" {
+            (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+        } else {
+            let (_, _, eloc) = self.vmc.sample_energies(b, usize::MAX / 2)?;
+            let (e, _, err, var, vs) =
+                crate::vmc::driver::energy_stats(&eloc, self.vmc.model.n_sites());
+            (e, err, var, vs)
+        };
+        let seconds = self.seconds_before + t0.elapsed().as_secs_f64();
+        let sps = sps.unwrap_or(&[]);
+        let mean_sps = if sps.is_empty() {
+            0.0
+        } else {
+            sps.len() as f64 / sps.iter().map(|s| 1.0 / s).sum::<f64>()
+        };
+        let summary = Summary {
+            status: status.to_string(),
+            problem: self.cfg.problem.clone(),
+            scheme: self.cfg.scheme.clone(),
+            iterations: self.vmc.iter,
+            energy,
+            energy_error: error,
+            variance,
+            v_score,
+            exact_energy: self.exact_energy,
+            relative_error: self.exact_energy.map(|x| (energy - x) / x.abs()),
+            seconds,
+            samples_per_second: mean_sps,
+            seconds_per_iteration: if mean_sps > 0.0 {
+                self.cfg.vmc.samples as f64 / mean_sps
+            } else {
+                0.0
+            },
+            n_params: self.vmc.model.n_params(),
+            device: self.cfg.device.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+        write_atomic(&self.dir.join("summary.json"), &json)?;
+        Ok(summary)
+    }
+}

@@ -1,0 +1,308 @@
+//! One VMC iteration: exact samples, local energies, energy statistics, and a parameter
+//! update by Adam or by stochastic reconfiguration in sample space (minSR).
+//!
+//! With `log psi = log p / 2 + i theta` and `e_b = E_loc(s_b) - E`, the energy gradient
+//! `grad E = 2 Re mean_b[conj(e_b) O_b]`, `O = d log psi / d params`, is the gradient of the
+//! surrogate `L = (1/B) sum_b [Re(e_b) log p_b + 2 Im(e_b) theta_b]` with `e_b` held fixed, so
+//! one backward pass gives it. Annealing minimises `E - T S` with the exact entropy
+//! `S = -mean log p` of the samples; its score-function gradient adds
+//! `T (log p_b - mean log p)` to `Re(e_b)`. `T` falls linearly from `T0` to 0 over the first
+//! `anneal_iters` iterations.
+//!
+//! minSR: `Obar = (O - mean O)/sqrt(B)`, `ebar = e / sqrt(B)` (stacked as real and imaginary
+//! parts for real parameters), `dtheta = Obar^T (Obar Obar^T + eps I)^-1 ebar`, applied as
+//! `theta -= lr dtheta`. Per-sample gradients come from one backward pass per sample.
+
+use candle_core::{DType, Tensor};
+use nalgebra::{DMatrix, DVector};
+use num_complex::Complex64;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+use super::adam::Adam;
+use super::local_energy::local_energies;
+use crate::error::{Error, Result};
+use crate::model::{MaskedDiffusion, Phase};
+use crate::operator::Operator;
+
+/// The optimiser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Adam,
+    Sr,
+}
+
+/// Settings of a VMC run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VmcConfig {
+    /// Samples per iteration.
+    pub samples: usize,
+    /// Iterations.
+    pub iters: usize,
+    /// Initial learning rate; it decays by a cosine to `lr / 10` at the last iteration.
+    pub lr: f64,
+    pub optimizer: Optimizer,
+    /// Diagonal shift of the SR matrix.
+    pub diag_shift: f64,
+    /// Initial annealing temperature (0: no annealing).
+    pub anneal_t0: f64,
+    /// Iterations over which the temperature falls to 0.
+    pub anneal_iters: usize,
+    pub seed: u64,
+}
+
+impl Default for VmcConfig {
+    fn default() -> Self {
+        VmcConfig {
+            samples: 1024,
+            iters: 300,
+            lr: 3e-3,
+            optimizer: Optimizer::Adam,
+            diag_shift: 1e-3,
+            anneal_t0: 0.0,
+            anneal_iters: 0,
+            seed: 1,
+        }
+    }
+}
+
+/// What one iteration measured (the energy of the samples it drew, before its update).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IterationStats {
+    pub iter: usize,
+    pub energy: f64,
+    /// Imaginary part of the mean local energy (zero within errors for a good sample).
+    pub energy_imag: f64,
+    pub error: f64,
+    pub variance: f64,
+    /// `N Var(E_loc) / E^2`.
+    pub v_score: f64,
+    /// `-mean log p` of the samples.
+    pub entropy: f64,
+    pub temperature: f64,
+    pub lr: f64,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+}
+
+/// Energy statistics of a batch of local energies (independent samples).
+pub fn energy_stats(eloc: &[Complex64], n_sites: usize) -> (f64, f64, f64, f64, f64) {
+    let b = eloc.len() as f64;
+    let mean = eloc.iter().sum::<Complex64>() / b;
+    let var = eloc.iter().map(|e| (e - mean).norm_sqr()).sum::<f64>() / (b - 1.0).max(1.0);
+    let error = (var / b).sqrt();
+    let v_score = n_sites as f64 * var / (mean.re * mean.re).max(1e-300);
+    (mean.re, mean.im, error, var, v_score)
+}
+
+/// A VMC optimisation of one model against one Hamiltonian.
+pub struct Vmc<'a> {
+    pub model: MaskedDiffusion,
+    pub op: &'a dyn Operator,
+    pub cfg: VmcConfig,
+    pub adam: Adam,
+    /// Iterations completed.
+    pub iter: usize,
+}
+
+impl<'a> Vmc<'a> {
+    pub fn new(model: MaskedDiffusion, op: &'a dyn Operator, cfg: VmcConfig) -> Result<Self> {
+        let adam = Adam::new(model.params())?;
+        Ok(Vmc {
+            model,
+            op,
+            cfg,
+            adam,
+            iter: 0,
+        })
+    }
+
+    /// The generator of iteration `iter`: a function of the seed and the iteration only, so a
+    /// resumed run draws exactly the samples the uninterrupted one would.
+    pub fn rng_for(seed: u64, iter: usize) -> Xoshiro256PlusPlus {
+        Xoshiro256PlusPlus::seed_from_u64(
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (iter as u64).wrapping_add(1),
+        )
+    }
+
+    /// Learning rate at iteration `t`: cosine decay from `lr` to `lr / 10`.
+    pub fn lr_at(&self, t: usize) -> f64 {
+        let x = t as f64 / self.cfg.iters.max(1) as f64;
+        self.cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * x.min(1.0)).cos()))
+    }
+
+    fn temperature_at(&self, t: usize) -> f64 {
+        if self.cfg.anneal_iters == 0 {
+            return 0.0;
+        }
+        self.cfg.anneal_t0 * (1.0 - t as f64 / self.cfg.anneal_iters as f64).max(0.0)
+    }
+
+    /// `log psi` of the samples from their sampled `log p` and the phase.
+    fn log_psi_of_samples(&self, s: &[u8], logp: &[f64]) -> Result<Vec<Complex64>> {
+        let n = self.model.n_sites();
+        let learned: Option<Vec<f64>> = match self.model.learned_phase(s)? {
+            Some(t) => Some(t.to_dtype(DType::F64)?.to_vec1()?),
+            None => None,
+        };
+        Ok(logp
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                let th = learned.as_ref().map_or_else(
+                    || self.model.fixed_phase(&s[i * n..(i + 1) * n]),
+                    |v| v[i],
+                );
+                Complex64::new(0.5 * l, th)
+            })
+            .collect())
+    }
+
+    /// Draws `b` samples with the generator of `iter` and returns them with their local
+    /// energies and `log p`.
+    pub fn sample_energies(
+        &self,
+        b: usize,
+        iter: usize,
+    ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
+        let mut rng = Self::rng_for(self.cfg.seed, iter);
+        let (s, logp) = self.model.sample(b, &mut rng)?;
+        let lpsi = self.log_psi_of_samples(&s, &logp)?;
+        let model = &self.model;
+        let eloc = local_energies(self.op, &s, model.n_sites(), &lpsi, &|c| model.log_psi(c))?;
+        Ok((s, logp, eloc))
+    }
+
+    /// One iteration: sample, measure, update. Refuses to update on a non-finite energy.
+    pub fn step(&mut self) -> Result<IterationStats> {
+        let t0 = Instant::now();
+        let t = self.iter;
+        let b = self.cfg.samples;
+        let n = self.model.n_sites();
+        let (s, logp, eloc) = self.sample_energies(b, t)?;
+        let (energy, energy_imag, error, variance, v_score) = energy_stats(&eloc, n);
+        if !energy.is_finite() || !variance.is_finite() {
+            return Err(Error::Input(format!(
+                "the energy diverged (E = {energy}, variance = {variance}) at iteration {t}"
+            )));
+        }
+        let entropy = -logp.iter().sum::<f64>() / b as f64;
+        let temp = self.temperature_at(t);
+        let mean_lp = -entropy;
+        // Weights of log p (real part) and theta (imaginary part) in the surrogate.
+        let wa: Vec<f64> = (0..b)
+            .map(|i| (eloc[i].re - energy) + temp * (logp[i] - mean_lp))
+            .collect();
+        let wp: Vec<f64> = (0..b).map(|i| eloc[i].im - energy_imag).collect();
+        let lr = self.lr_at(t);
+        match self.cfg.optimizer {
+            Optimizer::Adam => {
+                let dev = self.model.device().clone();
+                let lp = self.model.log_prob(&s)?;
+                let dt = lp.dtype();
+                let wa_t = Tensor::from_vec(wa, b, &dev)?.to_dtype(dt)?;
+                let mut loss = ((lp * wa_t)?.sum_all()? / b as f64)?;
+                if let Some(th) = self.model.learned_phase(&s)? {
+                    let wp_t = Tensor::from_vec(wp, b, &dev)?.to_dtype(dt)?;
+                    loss = (loss + ((th * wp_t)?.sum_all()? * (2.0 / b as f64))?)?;
+                }
+                let grads = loss.backward()?;
+                self.adam.step(self.model.params(), &grads, lr)?;
+            }
+            Optimizer::Sr => self.sr_update(&s, &wa, &wp, lr)?,
+        }
+        self.iter += 1;
+        let seconds = t0.elapsed().as_secs_f64();
+        Ok(IterationStats {
+            iter: t,
+            energy,
+            energy_imag,
+            error,
+            variance,
+            v_score,
+            entropy,
+            temperature: temp,
+            lr,
+            seconds,
+            samples_per_second: b as f64 / seconds,
+        })
+    }
+
+    /// Flattened gradient of a scalar tensor in parameter order.
+    fn flat_grad(&self, x: &Tensor) -> Result<Vec<f64>> {
+        let grads = x.backward()?;
+        let mut out = Vec::with_capacity(self.model.n_params());
+        for (_, p) in self.model.params() {
+            match grads.get(p.as_tensor()) {
+                Some(g) => out.extend(g.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?),
+                None => out.extend(std::iter::repeat_n(0.0, p.elem_count())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// minSR update from per-sample gradients (one backward pass per sample).
+    fn sr_update(&mut self, s: &[u8], wa: &[f64], wp: &[f64], lr: f64) -> Result<()> {
+        let n = self.model.n_sites();
+        let b = wa.len();
+        let np = self.model.n_params();
+        let learned = self.model.config().phase == Phase::Learned;
+        let rows = if learned { 2 * b } else { b };
+        let mut o = DMatrix::<f64>::zeros(rows, np);
+        for i in 0..b {
+            let si = &s[i * n..(i + 1) * n];
+            // Re O = (1/2) d log p; Im O = d theta.
+            let ga = self.flat_grad(&(self.model.log_prob(si)? * 0.5)?.sum_all()?)?;
+            for (j, v) in ga.into_iter().enumerate() {
+                o[(i, j)] = v;
+            }
+            if learned {
+                let th = self.model.learned_phase(si)?.expect("learned phase");
+                let gp = self.flat_grad(&th.sum_all()?)?;
+                for (j, v) in gp.into_iter().enumerate() {
+                    o[(b + i, j)] = v;
+                }
+            }
+        }
+        // Centre each block over the samples and scale by 1/sqrt(B).
+        let sq = (b as f64).sqrt();
+        for block in 0..rows / b {
+            for j in 0..np {
+                let mean = (0..b).map(|i| o[(block * b + i, j)]).sum::<f64>() / b as f64;
+                for i in 0..b {
+                    o[(block * b + i, j)] = (o[(block * b + i, j)] - mean) / sq;
+                }
+            }
+        }
+        // ebar: Re(e)/2 pairs with Re O = (1/2) d log p since wa multiplies log p; Im(e) with
+        // Im O. The factor conventions only rescale the step (absorbed by lr).
+        let mut e = DVector::<f64>::zeros(rows);
+        for i in 0..b {
+            e[i] = wa[i] / sq;
+            if learned {
+                e[b + i] = wp[i] / sq;
+            }
+        }
+        let mut t = &o * o.transpose();
+        for i in 0..rows {
+            t[(i, i)] += self.cfg.diag_shift;
+        }
+        let x = t
+            .cholesky()
+            .ok_or_else(|| Error::Input("SR matrix is not positive definite".into()))?
+            .solve(&e);
+        let dtheta = o.transpose() * x;
+        let mut offset = 0;
+        for (_, p) in self.model.params() {
+            let len = p.elem_count();
+            let upd: Vec<f64> = dtheta.as_slice()[offset..offset + len].to_vec();
+            let upd = Tensor::from_vec(upd, p.dims(), p.device())?.to_dtype(p.dtype())?;
+            p.set(&(p.as_tensor() - (upd * lr)?)?)?;
+            offset += len;
+        }
+        Ok(())
+    }
+}
