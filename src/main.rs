@@ -52,7 +52,7 @@ enum Command {
         json: bool,
     },
     /// Variational ground state with the RG diffusion wavefunction (VMC).
-    GroundState(GroundStateArgs),
+    GroundState(Box<GroundStateArgs>),
 }
 
 #[derive(clap::Args)]
@@ -116,6 +116,10 @@ struct GroundStateArgs {
     /// Samples of the final energy estimate (default 4 x samples).
     #[arg(long)]
     eval_samples: Option<usize>,
+    /// Stop after this many iterations of this invocation, with a checkpoint (for batch
+    /// queues); continue later with --resume.
+    #[arg(long)]
+    stop_after: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -189,7 +193,7 @@ fn run(cli: Cli) -> rgdiff::Result<()> {
             }
             Ok(())
         }
-        Command::GroundState(args) => ground_state(args),
+        Command::GroundState(args) => ground_state(*args),
     }
 }
 
@@ -234,7 +238,11 @@ fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {
                 vmc: VmcConfig {
                     samples: a.samples.max(2),
                     iters,
-                    lr: a.lr.unwrap_or(if optimizer == Optimizer::Sr { 2e-2 } else { 3e-3 }),
+                    lr: a.lr.unwrap_or(if optimizer == Optimizer::Sr {
+                        2e-2
+                    } else {
+                        3e-3
+                    }),
                     optimizer,
                     diag_shift: a.diag_shift,
                     anneal_t0: a.anneal,
@@ -280,7 +288,7 @@ fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {
         run.dir.display()
     );
     let mut bar = report::VmcProgress::new(run.cfg.vmc.iters, run.vmc.iter);
-    let summary = run.run(&stop, &mut bar)?;
+    let summary = run.run(&stop, a.stop_after, &mut bar)?;
     bar.finish();
     print!("{}", report::summary_text(&summary, &run.dir));
     Ok(())

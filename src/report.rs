@@ -156,7 +156,10 @@ pub fn summary_text(s: &crate::run::Summary, dir: &std::path::Path) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<16} {v}\n"));
     line("status", s.status.clone());
-    line("energy", format!("{:.8} +- {:.8}", s.energy, s.energy_error));
+    line(
+        "energy",
+        format!("{:.8} +- {:.8}", s.energy, s.energy_error),
+    );
     line("variance", format!("{:.6e}", s.variance));
     line("v-score", format!("{:.6e}", s.v_score));
     if let (Some(e), Some(r)) = (s.exact_energy, s.relative_error) {

@@ -115,7 +115,16 @@ fn trace_row(s: &IterationStats, exact: Option<f64>) -> String {
     let rel = exact.map_or(String::new(), |e| format!("{:e}", (s.energy - e) / e.abs()));
     format!(
         "{},{},{},{},{},{},{},{},{},{}\n",
-        s.iter, s.energy, s.error, s.variance, s.v_score, s.entropy, s.temperature, s.lr, s.seconds, rel
+        s.iter,
+        s.energy,
+        s.error,
+        s.variance,
+        s.v_score,
+        s.entropy,
+        s.temperature,
+        s.lr,
+        s.seconds,
+        rel
     )
 }
 
@@ -137,7 +146,9 @@ pub trait Monitor {
 impl Monitor for () {}
 
 /// Builds the model, the Hamiltonian and the exact reference of a configuration.
-pub fn prepare(cfg: &RunConfig) -> Result<(spec::Problem, Hamiltonian, Option<f64>, MaskedDiffusion)> {
+pub fn prepare(
+    cfg: &RunConfig,
+) -> Result<(spec::Problem, Hamiltonian, Option<f64>, MaskedDiffusion)> {
     let problem = spec::load(Path::new(&cfg.problem))?;
     let lattice = &problem.lattice;
     let hilbert = problem.model.hilbert(lattice);
@@ -195,7 +206,8 @@ impl<'a> Run<'a> {
     pub fn read_config(dir: &Path) -> Result<RunConfig> {
         let path = dir.join("config.json");
         let text = fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| io_err(&path, format!("not a run configuration: {e}")))
+        serde_json::from_str(&text)
+            .map_err(|e| io_err(&path, format!("not a run configuration: {e}")))
     }
 
     /// Continues the run in `dir` from its last checkpoint (the trace is cut back to it).
@@ -216,7 +228,8 @@ impl<'a> Run<'a> {
             let text = fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
             let st: State = serde_json::from_str(&text).map_err(|e| io_err(&state_path, e))?;
             vmc.model.load(&ck.join("model.safetensors"))?;
-            vmc.adam.load(vmc.model.params(), &ck.join("adam.safetensors"))?;
+            vmc.adam
+                .load(vmc.model.params(), &ck.join("adam.safetensors"))?;
             vmc.adam.t = st.adam_t;
             vmc.iter = st.iter;
             (st.iter, st.seconds)
@@ -254,13 +267,18 @@ impl<'a> Run<'a> {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
         self.vmc.model.save(&tmp.join("model.safetensors"))?;
-        self.vmc.adam.save(self.vmc.model.params(), &tmp.join("adam.safetensors"))?;
+        self.vmc
+            .adam
+            .save(self.vmc.model.params(), &tmp.join("adam.safetensors"))?;
         let st = State {
             iter: self.vmc.iter,
             adam_t: self.vmc.adam.t,
             seconds,
         };
-        write_atomic(&tmp.join("state.json"), &serde_json::to_vec(&st).expect("state"))?;
+        write_atomic(
+            &tmp.join("state.json"),
+            &serde_json::to_vec(&st).expect("state"),
+        )?;
         let cur = self.dir.join("checkpoint");
         let old = self.dir.join("checkpoint.old");
         let _ = fs::remove_dir_all(&old);
@@ -275,8 +293,17 @@ impl<'a> Run<'a> {
     /// Runs the remaining iterations, checkpointing as configured; stops early (with a valid
     /// checkpoint) when `stop` is set, and on a non-finite energy keeps the last good
     /// checkpoint and reports it. Writes `summary.json`.
-    pub fn run(&mut self, stop: &AtomicBool, monitor: &mut dyn Monitor) -> Result<Summary> {
+    ///
+    /// `max_this_run` limits the iterations of this invocation (for batch queues with time
+    /// limits): the run then stops with a checkpoint, as if interrupted.
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        max_this_run: Option<usize>,
+        monitor: &mut dyn Monitor,
+    ) -> Result<Summary> {
         let t0 = Instant::now();
+        let start = self.vmc.iter;
         let trace_path = self.dir.join("trace.csv");
         let mut trace = fs::OpenOptions::new()
             .append(true)
@@ -285,7 +312,9 @@ impl<'a> Run<'a> {
         let mut status = "finished";
         let mut sps = Vec::new();
         while self.vmc.iter < self.cfg.vmc.iters {
-            if stop.load(Ordering::SeqCst) {
+            if stop.load(Ordering::SeqCst)
+                || max_this_run.is_some_and(|m| self.vmc.iter - start >= m)
+            {
                 status = "interrupted";
                 break;
             }
@@ -309,14 +338,14 @@ impl<'a> Run<'a> {
                 .map_err(|e| io_err(&trace_path, e))?;
             sps.push(stats.samples_per_second);
             monitor.iteration(&stats, self.exact_energy);
-            if self.vmc.iter % self.cfg.checkpoint_every.max(1) == 0 {
+            if self.vmc.iter.is_multiple_of(self.cfg.checkpoint_every.max(1)) {
                 self.checkpoint(self.seconds_before + t0.elapsed().as_secs_f64())?;
             }
         }
         self.checkpoint(self.seconds_before + t0.elapsed().as_secs_f64())?;
         if status == "interrupted" {
             monitor.message(&format!(
-                "interrupted at iteration {}; checkpoint written, continue with --resume {}",
+                "stopped at iteration {}; checkpoint written, continue with --resume {}",
                 self.vmc.iter,
                 self.dir.display()
             ));

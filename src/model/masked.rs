@@ -280,7 +280,8 @@ impl MaskedDiffusion {
         let cols = if k == 1 {
             x.clone()
         } else {
-            x.index_select(&self.neighbours, 1)?.reshape((m, n, taps * c))?
+            x.index_select(&self.neighbours, 1)?
+                .reshape((m, n, taps * c))?
         };
         let w2 = match self.shape {
             Shape::Chain => w.permute((2, 1, 0))?,
@@ -288,7 +289,10 @@ impl MaskedDiffusion {
         }
         .contiguous()?
         .reshape((taps * c, o))?;
-        let y = cols.reshape((m * n, taps * c))?.matmul(&w2)?.reshape((m, n, o))?;
+        let y = cols
+            .reshape((m * n, taps * c))?
+            .matmul(&w2)?
+            .reshape((m, n, o))?;
         Ok(y.broadcast_add(&b.unsqueeze(0)?.unsqueeze(0)?)?)
     }
 

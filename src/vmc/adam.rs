@@ -31,8 +31,14 @@ impl Adam {
             beta2: 0.999,
             eps: 1e-8,
             t: 0,
-            m: params.iter().map(|(_, p)| zeros(p)).collect::<candle_core::Result<_>>()?,
-            v: params.iter().map(|(_, p)| zeros(p)).collect::<candle_core::Result<_>>()?,
+            m: params
+                .iter()
+                .map(|(_, p)| zeros(p))
+                .collect::<candle_core::Result<_>>()?,
+            v: params
+                .iter()
+                .map(|(_, p)| zeros(p))
+                .collect::<candle_core::Result<_>>()?,
         })
     }
 

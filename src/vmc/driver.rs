@@ -152,10 +152,9 @@ impl<'a> Vmc<'a> {
             .iter()
             .enumerate()
             .map(|(i, &l)| {
-                let th = learned.as_ref().map_or_else(
-                    || self.model.fixed_phase(&s[i * n..(i + 1) * n]),
-                    |v| v[i],
-                );
+                let th = learned
+                    .as_ref()
+                    .map_or_else(|| self.model.fixed_phase(&s[i * n..(i + 1) * n]), |v| v[i]);
                 Complex64::new(0.5 * l, th)
             })
             .collect())

@@ -1,0 +1,192 @@
+//! `rgdiff ground-state` end to end: run directory contents, resume reproducing the
+//! uninterrupted run bit for bit, and a diverging run keeping its last good checkpoint.
+
+use std::path::Path;
+use std::process::Command;
+
+fn rgdiff(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rgdiff"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+fn problem(dir: &Path) -> String {
+    let p = dir.join("tfim6.toml");
+    std::fs::write(
+        &p,
+        "[lattice]\nshape = \"chain\"\nsize = [6]\n[model]\nkind = \"tfim\"\nJ = 1\nh = 1\n",
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+const SMALL: [&str; 10] = [
+    "--samples",
+    "64",
+    "--width",
+    "4",
+    "--depth",
+    "2",
+    "--kernel",
+    "3",
+    "--lr",
+    "0.01",
+];
+
+fn trace_rows(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("trace.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        // Drop the wall-clock column (seconds), which differs between runs.
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            [&f[..8], &f[9..]].concat().join(",")
+        })
+        .collect()
+}
+
+#[test]
+fn run_directory_and_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = problem(tmp.path());
+    let out = tmp.path().join("run");
+    let o = rgdiff(
+        &[
+            &[
+                "ground-state",
+                &file,
+                "--iters",
+                "12",
+                "--out",
+                out.to_str().unwrap(),
+            ][..],
+            &SMALL,
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "config.json",
+        "trace.csv",
+        "summary.json",
+        "checkpoint/model.safetensors",
+        "checkpoint/adam.safetensors",
+        "checkpoint/state.json",
+    ] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    assert_eq!(trace_rows(&out).len(), 12);
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for k in [
+        "energy",
+        "energy_error",
+        "variance",
+        "v_score",
+        "exact_energy",
+        "relative_error",
+        "seconds",
+        "samples_per_second",
+    ] {
+        assert!(s.get(k).is_some(), "summary lacks {k}");
+    }
+    // ED of the 6-site chain is cheap, so the exact energy is there and consistent.
+    let e = s["energy"].as_f64().unwrap();
+    let x = s["exact_energy"].as_f64().unwrap();
+    let r = s["relative_error"].as_f64().unwrap();
+    assert!((r - (e - x) / x.abs()).abs() < 1e-12);
+    assert!((x + 7.727406610312546).abs() < 1e-9, "exact {x}");
+    // A second run into the same directory is refused.
+    let o = rgdiff(&[
+        "ground-state",
+        &file,
+        "--iters",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+}
+
+#[test]
+fn resume_reproduces_the_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = problem(tmp.path());
+    let full = tmp.path().join("full");
+    let part = tmp.path().join("part");
+    let go = |dir: &Path, extra: &[&str]| {
+        let head = [
+            "ground-state",
+            &file,
+            "--iters",
+            "16",
+            "--checkpoint-every",
+            "5",
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        rgdiff(&[&head[..], &SMALL, extra].concat())
+    };
+    assert!(go(&full, &[]).status.success());
+    // Stopped after 8 iterations (as if interrupted; the last checkpoint is at 8), resumed.
+    assert!(go(&part, &["--stop-after", "8"]).status.success());
+    assert_eq!(trace_rows(&part).len(), 8);
+    let o = rgdiff(&["ground-state", "--resume", part.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(trace_rows(&full), trace_rows(&part));
+    let a = std::fs::read(full.join("checkpoint/model.safetensors")).unwrap();
+    let b = std::fs::read(part.join("checkpoint/model.safetensors")).unwrap();
+    assert_eq!(a, b, "parameters differ after resuming");
+}
+
+#[test]
+fn divergence_keeps_the_last_good_checkpoint() {
+    use rgdiff::model::ModelConfig;
+    use rgdiff::run::{prepare, Run, RunConfig};
+    use rgdiff::vmc::VmcConfig;
+    use std::sync::atomic::AtomicBool;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let file = problem(tmp.path());
+    let cfg = RunConfig {
+        problem: file,
+        scheme: "rg".into(),
+        model: ModelConfig {
+            width: 4,
+            depth: 2,
+            kernel: 3,
+            ..ModelConfig::default()
+        },
+        vmc: VmcConfig {
+            samples: 32,
+            iters: 3,
+            ..VmcConfig::default()
+        },
+        device: "cpu".into(),
+        eval_samples: 32,
+        checkpoint_every: 1,
+        exact: false,
+    };
+    let (_, h, exact, model) = prepare(&cfg).unwrap();
+    let dir = tmp.path().join("nan");
+    let mut run = Run::create(&dir, cfg, &h, model, exact).unwrap();
+    let stop = AtomicBool::new(false);
+    run.run(&stop, None, &mut ()).unwrap();
+    // Poison the parameters: the next iteration's energy is NaN.
+    let (_, var) = &run.vmc.model.params()[0];
+    var.set(&(var.as_tensor() * f64::NAN).unwrap()).unwrap();
+    run.cfg.vmc.iters = 6;
+    run.vmc.cfg.iters = 6;
+    let err = run.run(&stop, None, &mut ()).unwrap_err().to_string();
+    assert!(
+        err.contains("diverged") && err.contains("iteration 3"),
+        "{err}"
+    );
+    let state = std::fs::read_to_string(dir.join("checkpoint/state.json")).unwrap();
+    assert!(state.contains("\"iter\":3"), "{state}");
+    let summary = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    assert!(summary.contains("\"diverged\""));
+}
