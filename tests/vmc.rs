@@ -187,9 +187,8 @@ fn short_run_on_tfim_chain_8_approaches_the_ground_state() {
         "the random network is already close: {} vs {exact}",
         first.energy
     );
-    let mut last = first;
     for _ in 1..100 {
-        last = vmc.step().unwrap();
+        let last = vmc.step().unwrap();
         assert!(
             last.energy > exact - 3.0 * last.error - 1e-9,
             "below the ground state"
