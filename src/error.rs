@@ -19,6 +19,12 @@ pub enum Error {
     /// A command-line value that makes no sense for this problem.
     #[error("{0}")]
     Input(String),
+    /// A variational run whose energy stopped being finite.
+    #[error("{0}")]
+    Diverged(String),
+    /// A failure inside the tensor library (device, shape or allocation).
+    #[error("tensor computation failed: {0}")]
+    Tensor(String),
     /// A computation that would not fit in memory, refused before allocating.
     #[error("{what} needs {needed} bytes ({needed_gib:.2} GiB) but only {available} bytes ({available_gib:.2} GiB) are available")]
     Memory {
@@ -40,6 +46,12 @@ impl Error {
             needed_gib: needed as f64 / gib,
             available_gib: available as f64 / gib,
         }
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Tensor(e.to_string())
     }
 }
 

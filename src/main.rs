@@ -288,8 +288,9 @@ fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {
         run.dir.display()
     );
     let mut bar = report::VmcProgress::new(run.cfg.vmc.iters, run.vmc.iter);
-    let summary = run.run(&stop, a.stop_after, &mut bar)?;
+    let result = run.run(&stop, a.stop_after, &mut bar);
     bar.finish();
+    let summary = result?;
     print!("{}", report::summary_text(&summary, &run.dir));
     Ok(())
 }

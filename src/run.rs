@@ -320,25 +320,26 @@ impl<'a> Run<'a> {
             }
             let stats = match self.vmc.step() {
                 Ok(s) => s,
-                Err(e) => {
+                Err(Error::Diverged(e)) => {
                     let last = self.last_checkpoint_iter();
-                    monitor.message(&format!(
-                        "{e}; the last good checkpoint (iteration {last}) is kept in {}",
-                        self.dir.join("checkpoint").display()
-                    ));
                     self.write_summary("diverged", None, t0)?;
-                    return Err(Error::Input(format!(
+                    return Err(Error::Diverged(format!(
                         "{e}; the last good checkpoint (iteration {last}) is kept in {}",
                         self.dir.join("checkpoint").display()
                     )));
                 }
+                Err(e) => return Err(e),
             };
             trace
                 .write_all(trace_row(&stats, self.exact_energy).as_bytes())
                 .map_err(|e| io_err(&trace_path, e))?;
             sps.push(stats.samples_per_second);
             monitor.iteration(&stats, self.exact_energy);
-            if self.vmc.iter.is_multiple_of(self.cfg.checkpoint_every.max(1)) {
+            if self
+                .vmc
+                .iter
+                .is_multiple_of(self.cfg.checkpoint_every.max(1))
+            {
                 self.checkpoint(self.seconds_before + t0.elapsed().as_secs_f64())?;
             }
         }

@@ -467,9 +467,3 @@ impl MaskedDiffusion {
         Ok(())
     }
 }
-
-impl From<candle_core::Error> for Error {
-    fn from(e: candle_core::Error) -> Self {
-        Error::Input(format!("tensor error: {e}"))
-    }
-}

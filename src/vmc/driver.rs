@@ -184,7 +184,7 @@ impl<'a> Vmc<'a> {
         let (s, logp, eloc) = self.sample_energies(b, t)?;
         let (energy, energy_imag, error, variance, v_score) = energy_stats(&eloc, n);
         if !energy.is_finite() || !variance.is_finite() {
-            return Err(Error::Input(format!(
+            return Err(Error::Diverged(format!(
                 "the energy diverged (E = {energy}, variance = {variance}) at iteration {t}"
             )));
         }
