@@ -379,18 +379,24 @@ impl MaskedDiffusion {
     /// `log psi(s) = log p(s) / 2 + i theta(s)` on the host, for a batch.
     pub fn log_psi(&self, s: &[u8]) -> Result<Vec<num_complex::Complex64>> {
         let lp: Vec<f64> = self.log_prob(s)?.to_dtype(DType::F64)?.to_vec1()?;
+        self.log_psi_with(s, &lp)
+    }
+
+    /// `log psi` of a batch whose `log p` is already known (e.g. from sampling): adds the
+    /// phase.
+    pub fn log_psi_with(&self, s: &[u8], logp: &[f64]) -> Result<Vec<num_complex::Complex64>> {
         let learned: Option<Vec<f64>> = match self.learned_phase(s)? {
             Some(t) => Some(t.to_dtype(DType::F64)?.to_vec1()?),
             None => None,
         };
-        Ok(lp
+        let n = self.n;
+        Ok(logp
             .iter()
             .enumerate()
             .map(|(i, &l)| {
-                let th = learned.as_ref().map_or_else(
-                    || self.fixed_phase(&s[i * self.n..(i + 1) * self.n]),
-                    |v| v[i],
-                );
+                let th = learned
+                    .as_ref()
+                    .map_or_else(|| self.fixed_phase(&s[i * n..(i + 1) * n]), |v| v[i]);
                 num_complex::Complex64::new(0.5 * l, th)
             })
             .collect())

@@ -141,25 +141,6 @@ impl<'a> Vmc<'a> {
         self.cfg.anneal_t0 * (1.0 - t as f64 / self.cfg.anneal_iters as f64).max(0.0)
     }
 
-    /// `log psi` of the samples from their sampled `log p` and the phase.
-    fn log_psi_of_samples(&self, s: &[u8], logp: &[f64]) -> Result<Vec<Complex64>> {
-        let n = self.model.n_sites();
-        let learned: Option<Vec<f64>> = match self.model.learned_phase(s)? {
-            Some(t) => Some(t.to_dtype(DType::F64)?.to_vec1()?),
-            None => None,
-        };
-        Ok(logp
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| {
-                let th = learned
-                    .as_ref()
-                    .map_or_else(|| self.model.fixed_phase(&s[i * n..(i + 1) * n]), |v| v[i]);
-                Complex64::new(0.5 * l, th)
-            })
-            .collect())
-    }
-
     /// Draws `b` samples with the generator of `iter` and returns them with their local
     /// energies and `log p`.
     pub fn sample_energies(
@@ -169,7 +150,7 @@ impl<'a> Vmc<'a> {
     ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
         let mut rng = Self::rng_for(self.cfg.seed, iter);
         let (s, logp) = self.model.sample(b, &mut rng)?;
-        let lpsi = self.log_psi_of_samples(&s, &logp)?;
+        let lpsi = self.model.log_psi_with(&s, &logp)?;
         let model = &self.model;
         let eloc = local_energies(self.op, &s, model.n_sites(), &lpsi, &|c| model.log_psi(c))?;
         Ok((s, logp, eloc))
