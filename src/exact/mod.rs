@@ -79,6 +79,17 @@ pub struct ScannedSector {
     pub rough: bool,
 }
 
+impl ScannedSector {
+    fn of(sector: &Sector, lattice: &Lattice, run: &SectorRun, rough: bool) -> Self {
+        ScannedSector {
+            sector: sector.label(lattice),
+            dimension: run.dimension,
+            energy: run.levels[0],
+            rough,
+        }
+    }
+}
+
 /// The result of an exact solve.
 #[derive(Clone, Debug, Serialize)]
 pub struct ExactResult {
@@ -145,7 +156,7 @@ pub fn solve(lattice: &Lattice, model: &Model, opts: &ExactOptions) -> Result<Ex
     let h = Hamiltonian::compile(hilbert, &terms);
     let available = opts.memory_limit.unwrap_or_else(available_memory);
     let mut result = match &h {
-        Hamiltonian::Pauli(p) => solve_spin(p, lattice, model, opts, available)?,
+        Hamiltonian::Pauli(p) => solve_spin(p, lattice, opts, available)?,
         Hamiltonian::Local(l) => {
             if let SectorChoice::Fixed(s) = opts.sector {
                 if !s.is_full() {
@@ -175,7 +186,6 @@ struct SectorRun {
 fn solve_spin(
     p: &PauliSum,
     lattice: &Lattice,
-    model: &Model,
     opts: &ExactOptions,
     available: u64,
 ) -> Result<ExactResult> {
@@ -192,7 +202,7 @@ fn solve_spin(
         want_vector: true,
     };
     let solve_in = |s: &Sector, lo: &LanczosOptions, progress: bool| {
-        run_spin_sector(p, lattice, model, s, lo, available, progress)
+        run_spin_sector(p, lattice, s, lo, available, progress)
     };
     let candidates = match opts.sector {
         SectorChoice::Fixed(s) => {
@@ -217,12 +227,7 @@ fn solve_spin(
         let mut runs = Vec::new();
         for s in &candidates {
             let run = solve_in(s, &lopts, false)?;
-            scanned.push(ScannedSector {
-                sector: s.label(lattice),
-                dimension: run.dimension,
-                energy: run.levels[0],
-                rough: false,
-            });
+            scanned.push(ScannedSector::of(s, lattice, &run, false));
             runs.push(run);
         }
         let best = lowest(&scanned);
@@ -243,12 +248,7 @@ fn solve_spin(
     };
     for s in &candidates {
         let run = solve_in(s, &quick, false)?;
-        scanned.push(ScannedSector {
-            sector: s.label(lattice),
-            dimension: run.dimension,
-            energy: run.levels[0],
-            rough: true,
-        });
+        scanned.push(ScannedSector::of(s, lattice, &run, true));
     }
     let sector = candidates[lowest(&scanned)];
     let run = solve_in(&sector, &lopts, opts.progress)?;
@@ -370,7 +370,6 @@ pub fn memory_needed(sector: &Sector, lattice: &Lattice, real_h: bool) -> u64 {
 fn run_spin_sector(
     p: &PauliSum,
     lattice: &Lattice,
-    model: &Model,
     sector: &Sector,
     lopts: &LanczosOptions,
     available: u64,
@@ -390,7 +389,7 @@ fn run_spin_sector(
     }
     let real = p.is_real() && real_characters(lattice, sector.momentum);
     let n = lattice.n_sites();
-    let obs = SpinObservables::new(lattice, model);
+    let obs = SpinObservables::new(lattice);
     let t0 = Instant::now();
     macro_rules! go {
         ($basis:expr) => {{
@@ -432,7 +431,7 @@ struct SpinObservables {
 }
 
 impl SpinObservables {
-    fn new(lattice: &Lattice, _model: &Model) -> Self {
+    fn new(lattice: &Lattice) -> Self {
         let n = lattice.n_sites();
         let sublattice_a = lattice.is_bipartite().then(|| {
             (0..n)

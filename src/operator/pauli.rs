@@ -255,22 +255,10 @@ impl PauliSum {
     /// Calls `f(s', <s'|H|s>)` for every `s' != s` with a non-zero element.
     #[inline]
     pub fn for_each_offdiag<S: Scalar>(&self, s: u64, mut f: impl FnMut(u64, S)) {
-        for &(x, a, b) in &self.groups {
-            let (a, b) = (a as usize, b as usize);
-            let mut re = 0.0;
-            for k in a..b {
-                re += self.re[k] * parity_sign(s & self.z[k]);
-            }
-            if S::IS_COMPLEX {
-                let mut im = 0.0;
-                for k in a..b {
-                    im += self.im[k] * parity_sign(s & self.z[k]);
-                }
-                if re != 0.0 || im != 0.0 {
-                    f(s ^ x, S::from_c64(Complex64::new(re, im)));
-                }
-            } else if re != 0.0 {
-                f(s ^ x, S::from_re(re));
+        for (&(x, _, _), &e) in self.groups.iter().zip(&self.group_eval) {
+            let (re, im) = self.eval::<S>(e, s, false);
+            if re != 0.0 || im != 0.0 {
+                f(s ^ x, S::from_c64(Complex64::new(re, im)));
             }
         }
     }

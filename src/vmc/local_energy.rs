@@ -15,6 +15,14 @@ use crate::operator::{Connections, Operator};
 /// Configurations evaluated per model call.
 const EVAL_BATCH: usize = 8192;
 
+/// Connected elements of a block of samples, flattened.
+struct Block {
+    diag: Vec<Complex64>,
+    counts: Vec<usize>,
+    configs: Vec<u8>,
+    values: Vec<Complex64>,
+}
+
 /// `E_loc` of each sample (`samples` row-major, `n` sites each), given `log psi` of the
 /// samples and a batched evaluator of `log psi`.
 pub fn local_energies(
@@ -25,28 +33,51 @@ pub fn local_energies(
     log_psi: &dyn Fn(&[u8]) -> Result<Vec<Complex64>>,
 ) -> Result<Vec<Complex64>> {
     let b = samples.len() / n;
-    // Connected configurations of every sample, in sample order.
-    let conns: Vec<(Complex64, Vec<u8>, Vec<Complex64>)> = samples
-        .par_chunks(n)
-        .map_init(Connections::new, |c, s| {
-            op.connected(s, c);
-            (c.diag, c.configs.clone(), c.values.clone())
+    // Connected configurations of every sample, in sample order: per block of samples one
+    // flat buffer of configurations and values (no allocation per sample).
+    const BLOCK: usize = 64;
+    let blocks: Vec<Block> = samples
+        .par_chunks(BLOCK * n)
+        .map(|chunk| {
+            let mut c = Connections::new();
+            let (mut diag, mut counts, mut configs, mut values) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for s in chunk.chunks(n) {
+                op.connected(s, &mut c);
+                diag.push(c.diag);
+                counts.push(c.len());
+                configs.extend_from_slice(&c.configs);
+                values.extend_from_slice(&c.values);
+            }
+            Block {
+                diag,
+                counts,
+                configs,
+                values,
+            }
         })
         .collect();
-    let all: Vec<u8> = conns.iter().flat_map(|c| c.1.iter().copied()).collect();
+    let all: Vec<u8> = blocks
+        .iter()
+        .flat_map(|c| c.configs.iter().copied())
+        .collect();
     let mut lp = Vec::with_capacity(all.len() / n.max(1));
     for chunk in all.chunks(EVAL_BATCH * n) {
         lp.extend(log_psi(chunk)?);
     }
     let mut out = Vec::with_capacity(b);
-    let mut k = 0;
-    for (i, (diag, _, values)) in conns.iter().enumerate() {
-        let mut e = *diag;
-        for v in values {
-            e += v.conj() * (lp[k] - log_psi_samples[i]).exp();
-            k += 1;
+    let (mut i, mut k) = (0, 0);
+    for blk in &blocks {
+        let mut v = blk.values.iter();
+        for (d, &m) in blk.diag.iter().zip(&blk.counts) {
+            let mut e = *d;
+            for h in v.by_ref().take(m) {
+                e += h.conj() * (lp[k] - log_psi_samples[i]).exp();
+                k += 1;
+            }
+            out.push(e);
+            i += 1;
         }
-        out.push(e);
     }
     Ok(out)
 }
