@@ -60,7 +60,7 @@ fn mean_local_energy_is_the_rayleigh_quotient() {
         let net = model(&lat, 2, phase, DType::F64, 5);
         let all = all_configs(m.hilbert(&lat));
         let lpsi = net.log_psi(&all).unwrap();
-        let eloc = local_energies(op, &all, 6, &lpsi, &|c| net.log_psi(c)).unwrap();
+        let eloc = local_energies(op, &all, 6, &lpsi, &|c, _| net.log_psi(c)).unwrap();
         let mean: Complex64 = eloc
             .iter()
             .zip(&lpsi)
@@ -102,7 +102,7 @@ fn energy_gradient_matches_finite_differences() {
         let all = all_configs(m.hilbert(&lat));
         let energy = |net: &MaskedDiffusion| -> f64 {
             let lpsi = net.log_psi(&all).unwrap();
-            let eloc = local_energies(op, &all, n, &lpsi, &|c| net.log_psi(c)).unwrap();
+            let eloc = local_energies(op, &all, n, &lpsi, &|c, _| net.log_psi(c)).unwrap();
             eloc.iter()
                 .zip(&lpsi)
                 .map(|(e, l)| e.re * (2.0 * l.re).exp())
@@ -111,7 +111,7 @@ fn energy_gradient_matches_finite_differences() {
         // Exact gradient as the enumeration-weighted surrogate:
         // sum_s p(s) (E_loc - E) grad log p.
         let lpsi = net.log_psi(&all).unwrap();
-        let eloc = local_energies(op, &all, n, &lpsi, &|c| net.log_psi(c)).unwrap();
+        let eloc = local_energies(op, &all, n, &lpsi, &|c, _| net.log_psi(c)).unwrap();
         let e0 = energy(&net);
         let w: Vec<f64> = eloc
             .iter()

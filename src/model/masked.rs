@@ -29,6 +29,8 @@ use crate::error::{Error, Result};
 use crate::lattice::{Lattice, Shape};
 use crate::rg::Schedule;
 
+use super::activation::FastTanh;
+
 /// How the model carries the sign or phase of the wavefunction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +77,20 @@ impl Default for ModelConfig {
             phase: Phase::None,
         }
     }
+}
+
+/// Configurations evaluated per network call when many are evaluated without gradients.
+pub const EVAL_ROWS: usize = 8192;
+
+/// Exact samples with what the reverse process computed while drawing them.
+#[derive(Clone, Debug)]
+pub struct Sampled {
+    /// `B x N` local states, row-major.
+    pub configs: Vec<u8>,
+    /// `log p` of each sample.
+    pub log_p: Vec<f64>,
+    /// `B x N x d`: `log p(s_x = v | sites revealed before the step of x)`.
+    pub cond: Vec<f64>,
 }
 
 /// The RG masked-diffusion model on one lattice with one schedule.
@@ -298,27 +314,170 @@ impl MaskedDiffusion {
 
     /// Network output (`m x N x out`) for encoded inputs at the given steps.
     fn forward(&self, input: &Tensor, steps: &[usize]) -> Result<Tensor> {
+        self.forward_probed(input, steps, None)
+    }
+
+    /// [`MaskedDiffusion::forward`]; with `probes`, a zero variable is added to the output
+    /// of every convolution (the `depth` layers, then the head), so that the gradient of a
+    /// loss with respect to it is the back-propagated signal `delta_l = dL/dz_l` of every
+    /// row, and the inputs of every convolution are recorded (detached) in `inputs`.
+    fn forward_probed(
+        &self,
+        input: &Tensor,
+        steps: &[usize],
+        mut probes: Option<(&[Var], &mut Vec<Tensor>)>,
+    ) -> Result<Tensor> {
         let ids: Vec<u32> = steps.iter().map(|&k| k as u32).collect();
         let ids = Tensor::from_vec(ids, steps.len(), &self.device)?;
         let emb = self.param("embed").index_select(&ids, 0)?.unsqueeze(1)?;
         let mut h = input.clone();
-        for l in 0..self.cfg.depth {
-            let w = self.param(&format!("layer{l}.weight"));
-            let b = self.param(&format!("layer{l}.bias"));
+        for l in 0..=self.cfg.depth {
+            let (w, b) = if l < self.cfg.depth {
+                (
+                    self.param(&format!("layer{l}.weight")),
+                    self.param(&format!("layer{l}.bias")),
+                )
+            } else {
+                (self.param("head.weight"), self.param("head.bias"))
+            };
             let mut z = self.conv(&h, w, b)?;
             if l == 0 {
                 z = z.broadcast_add(&emb)?;
             }
-            let a = z.tanh()?;
+            if let Some((vars, inputs)) = probes.as_mut() {
+                inputs.push(h.detach());
+                z = (z + vars[l].as_tensor())?;
+            }
+            if l == self.cfg.depth {
+                return Ok(z);
+            }
+            let a = self.activation(&z)?;
             h = if l == 0 { a } else { (h + a)? };
         }
-        self.conv(&h, self.param("head.weight"), self.param("head.bias"))
+        unreachable!("the loop returns at the head")
     }
 
-    /// `log p(s)` for a batch of configurations (`B x N`, row-major), as a differentiable
-    /// tensor of shape `B`.
-    pub fn log_prob(&self, s: &[u8]) -> Result<Tensor> {
-        let (n, d) = (self.n, self.d);
+    /// `tanh`, through [`FastTanh`] for `f32` on the CPU (libm's `tanhf` was a third of a
+    /// VMC iteration).
+    fn activation(&self, z: &Tensor) -> Result<Tensor> {
+        if self.device.is_cpu() && z.dtype() == DType::F32 {
+            Ok(z.apply_op1(FastTanh)?)
+        } else {
+            Ok(z.tanh()?)
+        }
+    }
+
+    /// Per-sample gradients `d f_b / d params` (`B x n_params`, row-major, parameters in
+    /// [`MaskedDiffusion::params`] order, each flattened row-major) of a per-row scalar
+    /// `f_r` summed over the `per` consecutive rows of each sample.
+    ///
+    /// Rows do not interact, so one backward pass of `sum_r f_r` gives every row's signal
+    /// `delta_l` at the output of every convolution (through zero probe variables), and a
+    /// convolution `z = unfold(h) W + b` has the per-sample gradients
+    /// `dW_b = sum_{rows of b, sites} unfold(h)^T delta`, `db_b = sum delta`; the step
+    /// embedding, added to the first convolution's output, collects `delta_0` summed over
+    /// sites at its step. Replaces `B` backward passes by one plus batched matrix products.
+    fn per_sample_grads(
+        &self,
+        s: &[u8],
+        steps: &[usize],
+        per: usize,
+        f: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Vec<f64>> {
+        let n = self.n;
+        let rows = steps.len();
+        let b = rows / per;
+        let input = self.encode(s, steps)?;
+        let out_dim = self.d + usize::from(self.cfg.phase == Phase::Learned);
+        let mut vars = Vec::with_capacity(self.cfg.depth + 1);
+        for l in 0..=self.cfg.depth {
+            let o = if l < self.cfg.depth {
+                self.cfg.width
+            } else {
+                out_dim
+            };
+            vars.push(Var::zeros((rows, n, o), self.dtype, &self.device)?);
+        }
+        let mut inputs = Vec::new();
+        let out = self.forward_probed(&input, steps, Some((&vars, &mut inputs)))?;
+        let grads = f(&out)?.sum_all()?.backward()?;
+        let mut blocks: HashMap<String, Tensor> = HashMap::new();
+        let taps_of = |k: usize| if self.shape == Shape::Chain { k } else { k * k };
+        for l in 0..=self.cfg.depth {
+            let name = if l < self.cfg.depth {
+                format!("layer{l}")
+            } else {
+                "head".to_string()
+            };
+            let w = self.param(&format!("{name}.weight"));
+            let (o, c, k) = (w.dim(0)?, w.dim(1)?, w.dim(2)?);
+            let taps = taps_of(k);
+            let delta = match grads.get(vars[l].as_tensor()) {
+                Some(g) => g.reshape((b, per * n, o))?,
+                None => Tensor::zeros((b, per * n, o), self.dtype, &self.device)?,
+            };
+            let h = &inputs[l];
+            let cols = if k == 1 {
+                h.clone()
+            } else {
+                h.index_select(&self.neighbours, 1)?
+            }
+            .reshape((b, per * n, taps * c))?;
+            let gw = cols.transpose(1, 2)?.contiguous()?.matmul(&delta)?; // b x (taps c) x o
+            let gw = match self.shape {
+                Shape::Chain => gw.reshape((b, k, c, o))?.permute((0, 3, 2, 1))?,
+                Shape::Square => gw.reshape((b, k, k, c, o))?.permute((0, 4, 3, 1, 2))?,
+            };
+            blocks.insert(format!("{name}.weight"), gw.contiguous()?.reshape((b, ()))?);
+            blocks.insert(format!("{name}.bias"), delta.sum(1)?);
+            if l == 0 {
+                let e = self.param("embed");
+                let per_step = delta.reshape((b, per, n, o))?.sum(2)?; // b x per x o
+                let ids: Vec<u32> = steps[..per].iter().map(|&k| k as u32).collect();
+                let ids = Tensor::from_vec(ids, per, &self.device)?;
+                let ge = Tensor::zeros((b, e.dim(0)?, o), self.dtype, &self.device)?
+                    .index_add(&ids, &per_step, 1)?;
+                blocks.insert("embed".into(), ge.reshape((b, ()))?);
+            }
+        }
+        let parts: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|(name, _)| blocks.remove(name).expect("every parameter has a block"))
+            .collect();
+        Ok(Tensor::cat(&parts, 1)?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1()?)
+    }
+
+    /// Per-sample gradients of `log p(s_b)` (`B x n_params`, row-major), see
+    /// [`MaskedDiffusion::per_sample_grads`].
+    pub fn log_prob_jacobian(&self, s: &[u8]) -> Result<Vec<f64>> {
+        let (steps, reps) = self.teacher_forcing_rows(s);
+        let k = self.schedule.n_steps();
+        self.per_sample_grads(&reps, &steps, k, |out| {
+            self.select_terms(out, &reps, &steps)
+        })
+    }
+
+    /// Per-sample gradients of the learned phase `theta(s_b)` (`B x n_params`), or `None`
+    /// when the phase is not learned.
+    pub fn phase_jacobian(&self, s: &[u8]) -> Result<Option<Vec<f64>>> {
+        if self.cfg.phase != Phase::Learned {
+            return Ok(None);
+        }
+        let b = s.len() / self.n;
+        let steps = vec![self.schedule.n_steps(); b];
+        let d = self.d;
+        Ok(Some(self.per_sample_grads(s, &steps, 1, |out| {
+            Ok(out.narrow(2, d, 1)?.sum((1, 2))?)
+        })?))
+    }
+
+    /// Every sample repeated once per step, with the step of each row (teacher forcing).
+    fn teacher_forcing_rows(&self, s: &[u8]) -> (Vec<usize>, Vec<u8>) {
+        let n = self.n;
         let b = s.len() / n;
         let k = self.schedule.n_steps();
         let steps: Vec<usize> = (0..b).flat_map(|_| 0..k).collect();
@@ -329,24 +488,121 @@ impl MaskedDiffusion {
                     .copied()
             })
             .collect();
-        let input = self.encode(&reps, &steps)?;
-        let out = self.forward(&input, &steps)?;
-        let logits = out.narrow(2, 0, d)?;
-        let logp = candle_nn::ops::log_softmax(&logits, 2)?;
+        (steps, reps)
+    }
+
+    /// Per row `r`: `sum_{x in step k_r} log p(s_x | s revealed before k_r)`, the terms of
+    /// `log p` that step `k_r` contributes, for configurations `s` (`rows x N`) at the given
+    /// steps; a differentiable tensor of shape `rows`.
+    fn step_terms(&self, s: &[u8], steps: &[usize]) -> Result<Tensor> {
+        let out = self.forward(&self.encode(s, steps)?, steps)?;
+        self.select_terms(&out, s, steps)
+    }
+
+    /// The step terms of [`MaskedDiffusion::step_terms`] from the network output.
+    fn select_terms(&self, out: &Tensor, s: &[u8], steps: &[usize]) -> Result<Tensor> {
+        let (n, d) = (self.n, self.d);
+        let rows = steps.len();
+        let logp = candle_nn::ops::log_softmax(&out.narrow(2, 0, d)?, 2)?;
         // Select log p of the actual value at the sites revealed at each step.
         let sos = self.schedule.step_of_site();
-        let mut target = vec![0f32; b * k * d * n];
+        let mut target = vec![0f32; rows * n * d];
         for (row, &step) in steps.iter().enumerate() {
-            let cfg = &reps[row * n..(row + 1) * n];
+            let cfg = &s[row * n..(row + 1) * n];
             for site in 0..n {
                 if sos[site] == step {
                     target[(row * n + site) * d + cfg[site] as usize] = 1.0;
                 }
             }
         }
-        let target = Tensor::from_vec(target, (b * k, n, d), &self.device)?.to_dtype(self.dtype)?;
-        let per_row = (logp * target)?.sum((1, 2))?;
-        Ok(per_row.reshape((b, k))?.sum(1)?)
+        let target = Tensor::from_vec(target, (rows, n, d), &self.device)?.to_dtype(self.dtype)?;
+        Ok((logp * target)?.sum((1, 2))?)
+    }
+
+    /// `log p(s)` for a batch of configurations (`B x N`, row-major), as a differentiable
+    /// tensor of shape `B`.
+    pub fn log_prob(&self, s: &[u8]) -> Result<Tensor> {
+        let b = s.len() / self.n;
+        let k = self.schedule.n_steps();
+        let (steps, reps) = self.teacher_forcing_rows(s);
+        Ok(self.step_terms(&reps, &steps)?.reshape((b, k))?.sum(1)?)
+    }
+
+    /// `log psi` of configurations `conn` (`M x N`) that each differ from a sample
+    /// (`parent[j]` indexes `sampled`) at a few sites, without re-running the steps they
+    /// share with it.
+    ///
+    /// If the sites where `s'` differs from its sample `s` are first revealed at step `k0`,
+    /// the inputs of every step `k <= k0` are the same for both, so
+    /// `log p(s') = sum_{x: step(x) < k0} log p_s(s_x) + sum_{x in step k0} log p_s(s'_x)
+    ///            + sum_{k > k0} (terms of step k, evaluated on s')`,
+    /// where `log p_s(v)` are the sample's conditionals recorded while it was drawn. Only the
+    /// steps after `k0` are evaluated (in batches of [`EVAL_ROWS`] rows). For the RG schedule
+    /// half of the sites are revealed at the last step, so a single spin flip costs on average
+    /// about one step instead of `log2 N`; for the autoregressive schedule, half of `N`. The
+    /// learned phase, a function of the whole configuration, takes one pass per `s'`.
+    pub fn log_psi_connected(
+        &self,
+        sampled: &Sampled,
+        conn: &[u8],
+        parent: &[usize],
+    ) -> Result<Vec<num_complex::Complex64>> {
+        let (n, d) = (self.n, self.d);
+        let kk = self.schedule.n_steps();
+        let sos = self.schedule.step_of_site();
+        let steps = self.schedule.steps();
+        let s = &sampled.configs;
+        let cond = &sampled.cond;
+        let b = s.len() / n;
+        // prefix[i][k] = sum_{x: step(x) < k} log p_s(s_x).
+        let mut prefix = vec![0f64; b * (kk + 1)];
+        for i in 0..b {
+            let pre = &mut prefix[i * (kk + 1)..(i + 1) * (kk + 1)];
+            for x in 0..n {
+                pre[sos[x] + 1] += cond[(i * n + x) * d + s[i * n + x] as usize];
+            }
+            for k in 0..kk {
+                pre[k + 1] += pre[k];
+            }
+        }
+        let m = conn.len() / n;
+        let mut lp = vec![0f64; m];
+        let mut rows: Vec<(usize, usize)> = Vec::new();
+        for j in 0..m {
+            let i = parent[j];
+            let c = &conn[j * n..(j + 1) * n];
+            let si = &s[i * n..(i + 1) * n];
+            let k0 = (0..n).filter(|&x| c[x] != si[x]).map(|x| sos[x]).min();
+            let Some(k0) = k0 else {
+                lp[j] = prefix[i * (kk + 1) + kk];
+                continue;
+            };
+            lp[j] = prefix[i * (kk + 1) + k0]
+                + steps[k0]
+                    .iter()
+                    .map(|&x| cond[(i * n + x) * d + c[x] as usize])
+                    .sum::<f64>();
+            rows.extend((k0 + 1..kk).map(|k| (j, k)));
+        }
+        for chunk in rows.chunks(EVAL_ROWS) {
+            let cfgs: Vec<u8> = chunk
+                .iter()
+                .flat_map(|&(j, _)| conn[j * n..(j + 1) * n].iter().copied())
+                .collect();
+            let ks: Vec<usize> = chunk.iter().map(|&(_, k)| k).collect();
+            let v: Vec<f64> = self
+                .step_terms(&cfgs, &ks)?
+                .to_dtype(DType::F64)?
+                .to_vec1()?;
+            for (&(j, _), v) in chunk.iter().zip(v) {
+                lp[j] += v;
+            }
+        }
+        let mut out = Vec::with_capacity(m);
+        for (c, l) in conn.chunks(EVAL_ROWS * n).zip(lp.chunks(EVAL_ROWS)) {
+            out.extend(self.log_psi_with(c, l)?);
+        }
+        Ok(out)
     }
 
     /// The phase `theta(s)` for a batch: a differentiable tensor for the learned phase,
@@ -405,9 +661,17 @@ impl MaskedDiffusion {
     /// Draws `b` independent exact samples by the reverse process (one network pass per
     /// step), with their `log p`. All randomness comes from `rng`.
     pub fn sample(&self, b: usize, rng: &mut impl Rng) -> Result<(Vec<u8>, Vec<f64>)> {
+        let out = self.sample_with_conditionals(b, rng)?;
+        Ok((out.configs, out.log_p))
+    }
+
+    /// [`MaskedDiffusion::sample`], also keeping every site's conditional distribution
+    /// (given the sites revealed before its step), for [`MaskedDiffusion::log_psi_connected`].
+    pub fn sample_with_conditionals(&self, b: usize, rng: &mut impl Rng) -> Result<Sampled> {
         let (n, d) = (self.n, self.d);
         let mut s = vec![0u8; b * n];
         let mut logp = vec![0f64; b];
+        let mut cond = vec![0f64; b * n * d];
         for (k, sites) in self.schedule.steps().iter().enumerate() {
             let steps = vec![k; b];
             let out = self.forward(&self.encode(&s, &steps)?, &steps)?;
@@ -415,22 +679,28 @@ impl MaskedDiffusion {
             let lsm: Vec<f64> = lsm.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
             for i in 0..b {
                 for &x in sites {
+                    let at = (i * n + x) * d;
+                    cond[at..at + d].copy_from_slice(&lsm[at..at + d]);
                     let u: f64 = rng.random();
                     let mut acc = 0.0;
                     let mut v = d - 1;
                     for c in 0..d {
-                        acc += lsm[(i * n + x) * d + c].exp();
+                        acc += lsm[at + c].exp();
                         if u < acc {
                             v = c;
                             break;
                         }
                     }
                     s[i * n + x] = v as u8;
-                    logp[i] += lsm[(i * n + x) * d + v];
+                    logp[i] += lsm[at + v];
                 }
             }
         }
-        Ok((s, logp))
+        Ok(Sampled {
+            configs: s,
+            log_p: logp,
+            cond,
+        })
     }
 
     /// Writes the parameters as safetensors (to `path` directly; callers make it atomic).

@@ -6,6 +6,7 @@
 //! revealed before. It is exactly normalised, sampled exactly in one network pass per step,
 //! and serves as a variational wavefunction `psi(s) = sqrt(p(s)) exp(i theta(s))`.
 
+pub mod activation;
 pub mod masked;
 
-pub use masked::{MaskedDiffusion, ModelConfig, Phase};
+pub use masked::{MaskedDiffusion, ModelConfig, Phase, Sampled};

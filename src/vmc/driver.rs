@@ -11,9 +11,10 @@
 //!
 //! minSR: `Obar = (O - mean O)/sqrt(B)`, `ebar = e / sqrt(B)` (stacked as real and imaginary
 //! parts for real parameters), `dtheta = Obar^T (Obar Obar^T + eps I)^-1 ebar`, applied as
-//! `theta -= lr dtheta`. Per-sample gradients come from one backward pass per sample.
+//! `theta -= lr dtheta`. Per-sample gradients come from one batched backward pass
+//! ([`MaskedDiffusion::log_prob_jacobian`]).
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use nalgebra::{DMatrix, DVector};
 use num_complex::Complex64;
 use rand::SeedableRng;
@@ -24,7 +25,7 @@ use std::time::Instant;
 use super::adam::Adam;
 use super::local_energy::local_energies;
 use crate::error::{Error, Result};
-use crate::model::{MaskedDiffusion, Phase};
+use crate::model::MaskedDiffusion;
 use crate::operator::Operator;
 
 /// The optimiser.
@@ -149,11 +150,17 @@ impl<'a> Vmc<'a> {
         iter: usize,
     ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
         let mut rng = Self::rng_for(self.cfg.seed, iter);
-        let (s, logp) = self.model.sample(b, &mut rng)?;
-        let lpsi = self.model.log_psi_with(&s, &logp)?;
+        let sampled = self.model.sample_with_conditionals(b, &mut rng)?;
+        let lpsi = self.model.log_psi_with(&sampled.configs, &sampled.log_p)?;
         let model = &self.model;
-        let eloc = local_energies(self.op, &s, model.n_sites(), &lpsi, &|c| model.log_psi(c))?;
-        Ok((s, logp, eloc))
+        let eloc = local_energies(
+            self.op,
+            &sampled.configs,
+            model.n_sites(),
+            &lpsi,
+            &|c, parents| model.log_psi_connected(&sampled, c, parents),
+        )?;
+        Ok((sampled.configs, sampled.log_p, eloc))
     }
 
     /// One iteration: sample, measure, update. Refuses to update on a non-finite energy.
@@ -211,39 +218,25 @@ impl<'a> Vmc<'a> {
         })
     }
 
-    /// Flattened gradient of a scalar tensor in parameter order.
-    fn flat_grad(&self, x: &Tensor) -> Result<Vec<f64>> {
-        let grads = x.backward()?;
-        let mut out = Vec::with_capacity(self.model.n_params());
-        for (_, p) in self.model.params() {
-            match grads.get(p.as_tensor()) {
-                Some(g) => out.extend(g.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?),
-                None => out.extend(std::iter::repeat_n(0.0, p.elem_count())),
-            }
-        }
-        Ok(out)
-    }
-
-    /// minSR update from per-sample gradients (one backward pass per sample).
+    /// minSR update from the per-sample Jacobians (one batched backward pass each).
     fn sr_update(&mut self, s: &[u8], wa: &[f64], wp: &[f64], lr: f64) -> Result<()> {
-        let n = self.model.n_sites();
         let b = wa.len();
         let np = self.model.n_params();
-        let learned = self.model.config().phase == Phase::Learned;
+        // Re O = (1/2) d log p; Im O = d theta.
+        let jl = self.model.log_prob_jacobian(s)?;
+        let jp = self.model.phase_jacobian(s)?;
+        let learned = jp.is_some();
         let rows = if learned { 2 * b } else { b };
         let mut o = DMatrix::<f64>::zeros(rows, np);
         for i in 0..b {
-            let si = &s[i * n..(i + 1) * n];
-            // Re O = (1/2) d log p; Im O = d theta.
-            let ga = self.flat_grad(&(self.model.log_prob(si)? * 0.5)?.sum_all()?)?;
-            for (j, v) in ga.into_iter().enumerate() {
-                o[(i, j)] = v;
+            for j in 0..np {
+                o[(i, j)] = 0.5 * jl[i * np + j];
             }
-            if learned {
-                let th = self.model.learned_phase(si)?.expect("learned phase");
-                let gp = self.flat_grad(&th.sum_all()?)?;
-                for (j, v) in gp.into_iter().enumerate() {
-                    o[(b + i, j)] = v;
+        }
+        if let Some(jp) = &jp {
+            for i in 0..b {
+                for j in 0..np {
+                    o[(b + i, j)] = jp[i * np + j];
                 }
             }
         }

@@ -2,7 +2,8 @@
 //!
 //! The connected configurations of every sample are generated in parallel (rayon) from the
 //! Hamiltonian's [`Operator::connected`] (which gives `H[s', s]`; `H[s, s'] = conj(H[s', s])`),
-//! then `log psi` of all of them is evaluated in large batches by the model, and
+//! then `log psi` of all of them is evaluated by the model (which knows which sample each came
+//! from, so it can reuse what the sample's own evaluation computed), and
 //! `E_loc(s) = H[s, s] + sum conj(H[s', s]) exp(log psi(s') - log psi(s))` in complex
 //! arithmetic.
 
@@ -12,9 +13,6 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::operator::{Connections, Operator};
 
-/// Configurations evaluated per model call.
-const EVAL_BATCH: usize = 8192;
-
 /// Connected elements of a block of samples, flattened.
 struct Block {
     diag: Vec<Complex64>,
@@ -23,14 +21,19 @@ struct Block {
     values: Vec<Complex64>,
 }
 
+/// A batched evaluator of `log psi` of configurations (`M x N`), given the sample each one
+/// is connected to.
+pub type ConnectedLogPsi<'a> = dyn Fn(&[u8], &[usize]) -> Result<Vec<Complex64>> + 'a;
+
 /// `E_loc` of each sample (`samples` row-major, `n` sites each), given `log psi` of the
-/// samples and a batched evaluator of `log psi`.
+/// samples and a batched evaluator `log_psi(configs, parents)` of `log psi` of connected
+/// configurations (`parents[j]` is the sample that configuration `j` is connected to).
 pub fn local_energies(
     op: &dyn Operator,
     samples: &[u8],
     n: usize,
     log_psi_samples: &[Complex64],
-    log_psi: &dyn Fn(&[u8]) -> Result<Vec<Complex64>>,
+    log_psi: &ConnectedLogPsi,
 ) -> Result<Vec<Complex64>> {
     let b = samples.len() / n;
     // Connected configurations of every sample, in sample order: per block of samples one
@@ -61,10 +64,17 @@ pub fn local_energies(
         .iter()
         .flat_map(|c| c.configs.iter().copied())
         .collect();
-    let mut lp = Vec::with_capacity(all.len() / n.max(1));
-    for chunk in all.chunks(EVAL_BATCH * n) {
-        lp.extend(log_psi(chunk)?);
-    }
+    let parents: Vec<usize> = blocks
+        .iter()
+        .enumerate()
+        .flat_map(|(bi, blk)| {
+            blk.counts
+                .iter()
+                .enumerate()
+                .flat_map(move |(i, &m)| std::iter::repeat_n(bi * BLOCK + i, m))
+        })
+        .collect();
+    let lp = log_psi(&all, &parents)?;
     let mut out = Vec::with_capacity(b);
     let (mut i, mut k) = (0, 0);
     for blk in &blocks {
