@@ -15,6 +15,18 @@ use rgdiff::spec;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc 2's `mi_option_t` (mimalloc.h; libmimalloc-sys does not
+/// name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keep freed memory mapped instead of returning it to the kernel after 10 ms: a VMC
+/// iteration frees and reallocates the same large tensor buffers, and the kernel zeroing
+/// fresh pages for them was a fifth of the run time. Peak memory is unchanged.
+fn keep_freed_memory() {
+    // SAFETY: sets a process-wide allocator option; valid at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 #[derive(Parser)]
 #[command(
     name = "rgdiff",
@@ -123,6 +135,7 @@ struct GroundStateArgs {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
