@@ -235,8 +235,11 @@ fn per_sample_jacobians_equal_single_sample_gradients() {
             let m = model(&lat, d, scheme, Phase::Learned, DType::F64);
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
             let (s, _) = m.sample(4, &mut rng).unwrap();
-            let jl = m.log_prob_jacobian(&s).unwrap();
-            let jp = m.phase_jacobian(&s).unwrap().unwrap();
+            let flat = |t: candle_core::Tensor| -> Vec<f64> {
+                t.flatten_all().unwrap().to_vec1().unwrap()
+            };
+            let jl = flat(m.log_prob_jacobian(&s).unwrap());
+            let jp = flat(m.phase_jacobian(&s).unwrap().unwrap());
             let np = m.n_params();
             assert_eq!(jl.len(), 4 * np);
             for i in 0..4 {

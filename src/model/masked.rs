@@ -367,8 +367,8 @@ impl MaskedDiffusion {
         }
     }
 
-    /// Per-sample gradients `d f_b / d params` (`B x n_params`, row-major, parameters in
-    /// [`MaskedDiffusion::params`] order, each flattened row-major) of a per-row scalar
+    /// Per-sample gradients `d f_b / d params` (a `B x n_params` tensor on the model's device,
+    /// parameters in [`MaskedDiffusion::params`] order, each flattened row-major) of a per-row scalar
     /// `f_r` summed over the `per` consecutive rows of each sample.
     ///
     /// Rows do not interact, so one backward pass of `sum_r f_r` gives every row's signal
@@ -383,7 +383,7 @@ impl MaskedDiffusion {
         steps: &[usize],
         per: usize,
         f: impl Fn(&Tensor) -> Result<Tensor>,
-    ) -> Result<Vec<f64>> {
+    ) -> Result<Tensor> {
         let n = self.n;
         let rows = steps.len();
         let b = rows / per;
@@ -445,15 +445,12 @@ impl MaskedDiffusion {
             .iter()
             .map(|(name, _)| blocks.remove(name).expect("every parameter has a block"))
             .collect();
-        Ok(Tensor::cat(&parts, 1)?
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1()?)
+        Ok(Tensor::cat(&parts, 1)?)
     }
 
-    /// Per-sample gradients of `log p(s_b)` (`B x n_params`, row-major), see
+    /// Per-sample gradients of `log p(s_b)` (a `B x n_params` tensor), see
     /// [`MaskedDiffusion::per_sample_grads`].
-    pub fn log_prob_jacobian(&self, s: &[u8]) -> Result<Vec<f64>> {
+    pub fn log_prob_jacobian(&self, s: &[u8]) -> Result<Tensor> {
         let (steps, reps) = self.teacher_forcing_rows(s);
         let k = self.schedule.n_steps();
         self.per_sample_grads(&reps, &steps, k, |out| {
@@ -461,9 +458,9 @@ impl MaskedDiffusion {
         })
     }
 
-    /// Per-sample gradients of the learned phase `theta(s_b)` (`B x n_params`), or `None`
-    /// when the phase is not learned.
-    pub fn phase_jacobian(&self, s: &[u8]) -> Result<Option<Vec<f64>>> {
+    /// Per-sample gradients of the learned phase `theta(s_b)` (a `B x n_params` tensor), or
+    /// `None` when the phase is not learned.
+    pub fn phase_jacobian(&self, s: &[u8]) -> Result<Option<Tensor>> {
         if self.cfg.phase != Phase::Learned {
             return Ok(None);
         }

@@ -14,7 +14,7 @@
 //! `theta -= lr dtheta`. Per-sample gradients come from one batched backward pass
 //! ([`MaskedDiffusion::log_prob_jacobian`]).
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use nalgebra::{DMatrix, DVector};
 use num_complex::Complex64;
 use rand::SeedableRng;
@@ -218,48 +218,39 @@ impl<'a> Vmc<'a> {
         })
     }
 
-    /// minSR update from the per-sample Jacobians (one batched backward pass each).
+    /// minSR update from the per-sample Jacobians (one batched backward pass each). The
+    /// centred Jacobian, its `B x B` Gram matrix and `Obar^T x` are tensor products on the
+    /// model's device; only the Cholesky solve of the Gram system runs on the host.
     fn sr_update(&mut self, s: &[u8], wa: &[f64], wp: &[f64], lr: f64) -> Result<()> {
         let b = wa.len();
-        let np = self.model.n_params();
-        // Re O = (1/2) d log p; Im O = d theta.
-        let jl = self.model.log_prob_jacobian(s)?;
-        let jp = self.model.phase_jacobian(s)?;
-        let learned = jp.is_some();
-        let rows = if learned { 2 * b } else { b };
-        let mut o = DMatrix::<f64>::zeros(rows, np);
-        for i in 0..b {
-            for j in 0..np {
-                o[(i, j)] = 0.5 * jl[i * np + j];
-            }
-        }
-        if let Some(jp) = &jp {
-            for i in 0..b {
-                for j in 0..np {
-                    o[(b + i, j)] = jp[i * np + j];
-                }
-            }
-        }
-        // Centre each block over the samples and scale by 1/sqrt(B).
         let sq = (b as f64).sqrt();
-        for block in 0..rows / b {
-            for j in 0..np {
-                let mean = (0..b).map(|i| o[(block * b + i, j)]).sum::<f64>() / b as f64;
-                for i in 0..b {
-                    o[(block * b + i, j)] = (o[(block * b + i, j)] - mean) / sq;
-                }
-            }
+        // Obar: each block centred over the samples and scaled by 1/sqrt(B);
+        // Re O = (1/2) d log p, Im O = d theta.
+        let centre = |j: Tensor, scale: f64| -> Result<Tensor> {
+            let mean = j.mean_keepdim(0)?;
+            Ok((j.broadcast_sub(&mean)? * (scale / sq))?)
+        };
+        let mut blocks = vec![centre(self.model.log_prob_jacobian(s)?, 0.5)?];
+        if let Some(jp) = self.model.phase_jacobian(s)? {
+            blocks.push(centre(jp, 1.0)?);
         }
-        // ebar: Re(e)/2 pairs with Re O = (1/2) d log p since wa multiplies log p; Im(e) with
-        // Im O. The factor conventions only rescale the step (absorbed by lr).
+        let o = Tensor::cat(&blocks, 0)?;
+        let rows = o.dim(0)?;
+        // ebar: Re(e) pairs with Re O since wa multiplies log p; Im(e) with Im O. The factor
+        // conventions only rescale the step (absorbed by lr).
         let mut e = DVector::<f64>::zeros(rows);
         for i in 0..b {
             e[i] = wa[i] / sq;
-            if learned {
+            if rows > b {
                 e[b + i] = wp[i] / sq;
             }
         }
-        let mut t = &o * o.transpose();
+        let gram: Vec<f64> = o
+            .matmul(&o.t()?)?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut t = DMatrix::<f64>::from_row_slice(rows, rows, &gram);
         for i in 0..rows {
             t[(i, i)] += self.cfg.diag_shift;
         }
@@ -267,12 +258,13 @@ impl<'a> Vmc<'a> {
             .cholesky()
             .ok_or_else(|| Error::Input("SR matrix is not positive definite".into()))?
             .solve(&e);
-        let dtheta = o.transpose() * x;
+        let x =
+            Tensor::from_vec(x.as_slice().to_vec(), (rows, 1), o.device())?.to_dtype(o.dtype())?;
+        let dtheta = o.t()?.matmul(&x)?.squeeze(1)?;
         let mut offset = 0;
         for (_, p) in self.model.params() {
             let len = p.elem_count();
-            let upd: Vec<f64> = dtheta.as_slice()[offset..offset + len].to_vec();
-            let upd = Tensor::from_vec(upd, p.dims(), p.device())?.to_dtype(p.dtype())?;
+            let upd = dtheta.narrow(0, offset, len)?.reshape(p.dims())?;
             p.set(&(p.as_tensor() - (upd * lr)?)?)?;
             offset += len;
         }
