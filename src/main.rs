@@ -107,6 +107,10 @@ struct GroundStateArgs {
     /// Phase of the wavefunction: none | marshall | learned
     #[arg(long, default_value = "none")]
     phase: String,
+    /// Restrict the wavefunction to total S^z (spin 1/2, --scheme autoregressive, a
+    /// Hamiltonian that conserves S^z), e.g. --sz 0 for an antiferromagnet's singlet.
+    #[arg(long, allow_negative_numbers = true)]
+    sz: Option<f64>,
     /// cpu | cuda | cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -247,6 +251,7 @@ fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {
                     depth: a.depth,
                     kernel: a.kernel,
                     phase: Phase::parse(&a.phase)?,
+                    sz: a.sz,
                 },
                 vmc: VmcConfig {
                     samples: a.samples.max(2),

@@ -159,6 +159,12 @@ pub fn prepare(
     } else {
         None
     };
+    if cfg.model.sz.is_some() && !matches!(&h, Hamiltonian::Pauli(p) if p.conserves_sz()) {
+        return Err(Error::Input(format!(
+            "--sz: the Hamiltonian of {} does not conserve S^z, so its ground state has no fixed S^z",
+            cfg.problem
+        )));
+    }
     let schedule = Schedule::parse(&cfg.scheme, lattice)?;
     let dev = device(&cfg.device)?;
     let model = MaskedDiffusion::new(

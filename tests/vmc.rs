@@ -27,6 +27,7 @@ fn model(lat: &Lattice, d: usize, phase: Phase, dtype: DType, seed: u64) -> Mask
         depth: 2,
         kernel: 3,
         phase,
+        sz: None,
     };
     MaskedDiffusion::new(lat, d, Schedule::rg(lat), cfg, &Device::Cpu, dtype, seed).unwrap()
 }
@@ -174,6 +175,7 @@ fn short_run_on_tfim_chain_8_approaches_the_ground_state() {
         depth: 3,
         kernel: 5,
         phase: Phase::None,
+        sz: None,
     };
     let net = MaskedDiffusion::new(
         &lat,

@@ -66,6 +66,11 @@ pub struct ModelConfig {
     /// Convolution kernel size (odd), per axis.
     pub kernel: usize,
     pub phase: Phase,
+    /// Total `S^z` the samples are restricted to (spin-1/2 only, one site per step): at each
+    /// step a value that would make the target unreachable gets probability zero, so `p` is
+    /// exactly normalised on the sector. `None`: every configuration.
+    #[serde(default)]
+    pub sz: Option<f64>,
 }
 
 impl Default for ModelConfig {
@@ -75,9 +80,14 @@ impl Default for ModelConfig {
             depth: 3,
             kernel: 5,
             phase: Phase::None,
+            sz: None,
         }
     }
 }
+
+/// Logit added to local values a sector constraint forbids: `exp` of it is 0 in `f32` and
+/// `f64`, and unlike `-inf` it multiplies by 0 to 0.
+const FORBIDDEN: f32 = -1e4;
 
 /// Configurations evaluated per network call when many are evaluated without gradients.
 pub const EVAL_ROWS: usize = 8192;
@@ -104,6 +114,8 @@ pub struct MaskedDiffusion {
     dtype: DType,
     params: Vec<(String, Var)>,
     sublattice_a: Vec<bool>,
+    /// Number of up spins (local state 0) of the `S^z` sector, when restricted.
+    n_up: Option<usize>,
     /// For every site, its periodic neighbours at the kernel's offsets (offsets `-r..=r`,
     /// `y` outer and `x` inner on the square): the gather that unfolds a convolution.
     neighbours: Tensor,
@@ -132,6 +144,10 @@ impl MaskedDiffusion {
             ));
         }
         let n = lattice.n_sites();
+        let n_up = match cfg.sz {
+            None => None,
+            Some(sz) => Some(Self::sector_ups(sz, n, d, &schedule)?),
+        };
         let dims = lattice.dim();
         let k = cfg.kernel;
         let kshape = |o: usize, i: usize| -> Vec<usize> {
@@ -187,7 +203,79 @@ impl MaskedDiffusion {
             dtype,
             params,
             sublattice_a: (0..n).map(|i| lattice.sublattice_sign(i) > 0).collect(),
+            n_up,
             neighbours: Self::neighbour_index(lattice, k, device)?,
+        })
+    }
+
+    /// Up spins `N/2 + S^z` of a sector, checked: spin 1/2, `S^z` an integer or half-integer
+    /// reachable on `N` sites, and one site per step (sites revealed together are independent
+    /// given the past, so their sum cannot be constrained exactly).
+    fn sector_ups(sz: f64, n: usize, d: usize, schedule: &Schedule) -> Result<usize> {
+        if d != 2 {
+            return Err(Error::Input(format!(
+                "model: an S^z sector needs spin 1/2 (local dimension 2), not {d}"
+            )));
+        }
+        if schedule.steps().iter().any(|st| st.len() != 1) {
+            return Err(Error::Input(format!(
+                "model: an S^z sector needs one site per step (scheme autoregressive); scheme {} reveals several sites at once",
+                schedule.name()
+            )));
+        }
+        let ups = n as f64 / 2.0 + sz;
+        if ups.fract() != 0.0 || ups < 0.0 || ups > n as f64 {
+            return Err(Error::Input(format!(
+                "model: S^z = {sz} is not reachable on {n} spins 1/2 (expected one of -N/2, -N/2 + 1, ..., N/2)"
+            )));
+        }
+        Ok(ups as usize)
+    }
+
+    /// Additive logit mask (`rows x N x d`) for the `S^z` sector: at the site of each row's step,
+    /// up is forbidden once `n_up` sites are up, down once `N - n_up` are down. `None` without
+    /// a sector.
+    fn sector_mask(&self, s: &[u8], steps: &[usize]) -> Result<Option<Tensor>> {
+        let Some(n_up) = self.n_up else {
+            return Ok(None);
+        };
+        let n = self.n;
+        let sos = self.schedule.step_of_site();
+        let order = self.schedule.steps();
+        let mut mask = vec![0f32; steps.len() * n * 2];
+        for (r, &k) in steps.iter().enumerate() {
+            if k >= order.len() {
+                continue;
+            }
+            let row = &s[r * n..(r + 1) * n];
+            let (mut ups, mut downs) = (0, 0);
+            for y in 0..n {
+                if sos[y] < k {
+                    if row[y] == 0 {
+                        ups += 1;
+                    } else {
+                        downs += 1;
+                    }
+                }
+            }
+            let x = order[k][0];
+            if ups >= n_up {
+                mask[(r * n + x) * 2] = FORBIDDEN;
+            }
+            if downs >= n - n_up {
+                mask[(r * n + x) * 2 + 1] = FORBIDDEN;
+            }
+        }
+        let t = Tensor::from_vec(mask, (steps.len(), n, 2), &self.device)?.to_dtype(self.dtype)?;
+        Ok(Some(t))
+    }
+
+    /// The logits of the local states (sector mask applied) from the network output.
+    fn logits(&self, out: &Tensor, s: &[u8], steps: &[usize]) -> Result<Tensor> {
+        let logits = out.narrow(2, 0, self.d)?;
+        Ok(match self.sector_mask(s, steps)? {
+            Some(m) => (logits + m)?,
+            None => logits,
         })
     }
 
@@ -500,7 +588,7 @@ impl MaskedDiffusion {
     fn select_terms(&self, out: &Tensor, s: &[u8], steps: &[usize]) -> Result<Tensor> {
         let (n, d) = (self.n, self.d);
         let rows = steps.len();
-        let logp = candle_nn::ops::log_softmax(&out.narrow(2, 0, d)?, 2)?;
+        let logp = candle_nn::ops::log_softmax(&self.logits(out, s, steps)?, 2)?;
         // Select log p of the actual value at the sites revealed at each step.
         let sos = self.schedule.step_of_site();
         let mut target = vec![0f32; rows * n * d];
@@ -672,7 +760,7 @@ impl MaskedDiffusion {
         for (k, sites) in self.schedule.steps().iter().enumerate() {
             let steps = vec![k; b];
             let out = self.forward(&self.encode(&s, &steps)?, &steps)?;
-            let lsm = candle_nn::ops::log_softmax(&out.narrow(2, 0, d)?, 2)?;
+            let lsm = candle_nn::ops::log_softmax(&self.logits(&out, &s, &steps)?, 2)?;
             let lsm: Vec<f64> = lsm.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
             for i in 0..b {
                 for &x in sites {
@@ -680,7 +768,11 @@ impl MaskedDiffusion {
                     cond[at..at + d].copy_from_slice(&lsm[at..at + d]);
                     let u: f64 = rng.random();
                     let mut acc = 0.0;
-                    let mut v = d - 1;
+                    // If rounding leaves u above the total, the last allowed value.
+                    let mut v = (0..d)
+                        .rev()
+                        .find(|&c| lsm[at + c] > f64::from(FORBIDDEN) / 2.0)
+                        .unwrap_or(d - 1);
                     for c in 0..d {
                         acc += lsm[at + c].exp();
                         if u < acc {
