@@ -233,7 +233,7 @@ fn sz_sector_from_the_cli() {
     let e = summary["energy"].as_f64().unwrap();
     let err = summary["energy_error"].as_f64().unwrap();
     let exact = summary["exact_energy"].as_f64().unwrap();
-    assert!((exact - -2.8027756377319946).abs() < 1e-9, "{exact}");
+    assert!((exact - -2.802_775_637_731_995).abs() < 1e-9, "{exact}");
     assert!(e > exact - 3.0 * err - 1e-9, "{e} +- {err} below {exact}");
     assert!(e < 0.5 * exact, "{e} is not near the ground state {exact}");
     let tfim = problem(dir.path());
