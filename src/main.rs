@@ -80,7 +80,7 @@ struct GroundStateArgs {
     /// Samples per iteration.
     #[arg(long, default_value_t = 1024)]
     samples: usize,
-    /// Initial learning rate (cosine decay to a tenth).
+    /// Initial learning rate, cosine decay to a tenth (default: 1e-2 for adam, 5e-2 for sr).
     #[arg(long)]
     lr: Option<f64>,
     /// adam | sr (minSR, stochastic reconfiguration in sample space)
@@ -257,9 +257,9 @@ fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {
                     samples: a.samples.max(2),
                     iters,
                     lr: a.lr.unwrap_or(if optimizer == Optimizer::Sr {
-                        2e-2
+                        5e-2
                     } else {
-                        3e-3
+                        1e-2
                     }),
                     optimizer,
                     diag_shift: a.diag_shift,

@@ -60,7 +60,7 @@ impl Default for VmcConfig {
         VmcConfig {
             samples: 1024,
             iters: 300,
-            lr: 3e-3,
+            lr: 1e-2,
             optimizer: Optimizer::Adam,
             diag_shift: 1e-3,
             anneal_t0: 0.0,
