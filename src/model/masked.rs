@@ -1,7 +1,8 @@
 //! The RG masked-diffusion denoiser (models.md, family A).
 //!
 //! Input at reverse step `k`, per site `x`: the one-hot local state `e_{s_x}` if `x` was
-//! revealed before step `k` (else zeros) and a mask channel (1 if revealed). The network is a
+//! revealed before step `k` (else zeros) and a mask channel (1 if revealed), plus the lattice
+//! averages of these channels (the revealed magnetisation, the only global input). The network is a
 //! stack of periodic convolutions (circular padding, so exactly translation-equivariant on the
 //! periodic lattice) with a learned embedding of the step added after the first layer, and a
 //! pointwise head giving `d` logits per site (plus one phase channel for the learned phase).
@@ -159,7 +160,7 @@ impl MaskedDiffusion {
         };
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut shapes: Vec<(String, Vec<usize>, f64)> = Vec::new();
-        let c_in = d + 1;
+        let c_in = 2 * (d + 1);
         for l in 0..cfg.depth {
             let i = if l == 0 { c_in } else { cfg.width };
             let fan_in = (i * k.pow(dims as u32)) as f64;
@@ -345,23 +346,36 @@ impl MaskedDiffusion {
             .expect("parameter exists")
     }
 
-    /// Network inputs (`m x N x (d+1)`, channels last) for configurations `s` (`m x N`,
-    /// row-major) at the given steps: the one-hot states of the sites revealed before the step and a mask channel. A step equal
+    /// Network inputs (`m x N x 2(d+1)`, channels last) for configurations `s` (`m x N`,
+    /// row-major) at the given steps: per site the one-hot state of the sites revealed before
+    /// the step and a mask channel, then the lattice averages of those `d + 1` channels (the
+    /// same at every site). The averages are the only global information the network gets
+    /// (its convolutions see a finite neighbourhood): the magnetisation revealed so far, which
+    /// a conditional needs to steer towards an `S^z` sector or an ordered state. A step equal
     /// to `n_steps` reveals every site (the phase head's input).
     fn encode(&self, s: &[u8], steps: &[usize]) -> Result<Tensor> {
         let (n, d) = (self.n, self.d);
-        let c = d + 1;
+        let c = 2 * (d + 1);
         let m = steps.len();
         let sos = self.schedule.step_of_site();
         let mut x = vec![0f32; m * n * c];
+        let mut mean = vec![0f32; d + 1];
         for (b, &k) in steps.iter().enumerate() {
             let row = &s[b * n..(b + 1) * n];
+            mean.iter_mut().for_each(|v| *v = 0.0);
             for site in 0..n {
                 if sos[site] < k {
                     let base = (b * n + site) * c;
                     x[base + row[site] as usize] = 1.0;
                     x[base + d] = 1.0;
+                    mean[row[site] as usize] += 1.0;
+                    mean[d] += 1.0;
                 }
+            }
+            mean.iter_mut().for_each(|v| *v /= n as f32);
+            for site in 0..n {
+                let base = (b * n + site) * c + d + 1;
+                x[base..base + d + 1].copy_from_slice(&mean);
             }
         }
         let t = Tensor::from_vec(x, (m, n, c), &self.device)?.to_dtype(self.dtype)?;
