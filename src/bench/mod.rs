@@ -324,6 +324,9 @@ pub struct Machine {
     pub threads: usize,
     pub memory_bytes: u64,
     pub os: String,
+    /// One-minute load average when the bench started (`/proc/loadavg`): above the number of
+    /// CPUs, other work shared the machine and the timings are slower than on an idle one.
+    pub load_average: Option<f64>,
 }
 
 impl Machine {
@@ -352,13 +355,19 @@ impl Machine {
             threads: rayon::current_num_threads(),
             memory_bytes,
             os: std::env::consts::OS.to_string(),
+            load_average: fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|t| t.split_whitespace().next()?.parse().ok()),
         }
     }
 
     /// `AMD EPYC ..., 2 logical CPUs (2 threads), 23.4 GiB`.
     pub fn label(&self) -> String {
+        let load = self.load_average.map_or(String::new(), |l| {
+            format!(", load average {l:.1} at the start")
+        });
         format!(
-            "{}, {} logical CPUs ({} threads), {:.1} GiB, {}",
+            "{}, {} logical CPUs ({} threads), {:.1} GiB, {}{load}",
             self.cpu,
             self.logical_cpus,
             self.threads,
@@ -546,6 +555,7 @@ struct Prepared {
 /// Runs a bench and writes its outputs; returns the report.
 pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result<BenchReport> {
     let t0 = Instant::now();
+    let machine = Machine::detect();
     if opts.schemes.is_empty() {
         return Err(Error::Input("--schemes: give at least one schedule".into()));
     }
@@ -697,7 +707,7 @@ pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result
     let report = BenchReport {
         suite: opts.suite,
         command: command.to_string(),
-        machine: Machine::detect(),
+        machine,
         budget_seconds: budget,
         max_iters: opts.max_iters,
         samples: opts.samples,
@@ -774,8 +784,8 @@ fn run_one(
         )
     };
     // Timed trial iterations on a throwaway copy fix the iteration count (see the module
-    // documentation); a second one is timed when the first is cheap, as the first pays for
-    // warm-up allocations.
+    // documentation); a second one is timed unless the first took an eighth of the budget, as
+    // the first pays for warm-up allocations (often twice the time of the next).
     if let Some(bar) = bar {
         bar.set_message(format!(
             "{} {scheme}: timing a trial iteration",
@@ -787,7 +797,7 @@ fn run_one(
         let t = Instant::now();
         trial.step()?;
         let first = t.elapsed().as_secs_f64();
-        if first < budget / 20.0 {
+        if first < budget / 8.0 {
             let t = Instant::now();
             trial.step()?;
             t.elapsed().as_secs_f64().min(first)

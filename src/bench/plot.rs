@@ -134,11 +134,12 @@ fn pad(lo: f64, hi: f64) -> (f64, f64) {
     (lo - 0.05 * w, hi + 0.05 * w)
 }
 
-/// Range of a log axis covering `lo..hi` (positive), widened to whole decades when narrow.
+/// Range of a log axis covering `lo..hi` (positive): whole decades, padded a little so that
+/// plotters (which labels only the decades inside the range) labels both ends.
 fn log_range(lo: f64, hi: f64) -> (f64, f64) {
     let (a, b) = (lo.log10().floor(), hi.log10().ceil());
     let b = if b <= a { a + 1.0 } else { b };
-    (10f64.powf(a), 10f64.powf(b))
+    (0.8 * 10f64.powf(a), 1.25 * 10f64.powf(b))
 }
 
 fn draw_convergence<DB: DrawingBackend>(
