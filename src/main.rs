@@ -94,6 +94,9 @@ struct BenchArgs {
     /// Replace run directories of an earlier bench in the output directory.
     #[arg(long)]
     overwrite: bool,
+    /// Only redraw the plots of the bench in this directory (from its bench.json and traces).
+    #[arg(long)]
+    replot: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -244,6 +247,15 @@ fn bench(a: BenchArgs) -> rgdiff::Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
+    if let Some(dir) = &a.replot {
+        let report = bench::replot(dir)?;
+        println!(
+            "redrew the plots of {} runs in {}",
+            report.records.len(),
+            dir.display()
+        );
+        return Ok(());
+    }
     let opts = BenchOptions {
         files: a.files,
         suite: a.suite.as_deref().map(Suite::parse).transpose()?,

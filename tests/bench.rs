@@ -204,8 +204,8 @@ fn tiny_suite_end_to_end() {
     let opts = BenchOptions {
         suite: Some(Suite::Tiny),
         budget: Some(60.0),
-        max_iters: 40,
-        samples: 256,
+        max_iters: 25,
+        samples: 128,
         out: Some(out.clone()),
         progress: false,
         ..BenchOptions::default()
@@ -227,13 +227,20 @@ fn tiny_suite_end_to_end() {
     for r in &report.records {
         // The iteration cap, not the budget, ends these runs.
         assert_eq!(r.status, "finished", "{r:?}");
-        assert_eq!(r.iterations, 40);
+        assert_eq!(r.iterations, 25);
     }
     check_outputs(
         &out,
         &["tfim_chain_6", "heisenberg_chain_6"],
         &["rg", "autoregressive"],
     );
+    // The plots can be redrawn from bench.json and the traces alone.
+    std::fs::remove_file(out.join("scaling.png")).unwrap();
+    std::fs::remove_file(out.join("convergence-tfim_chain_6.svg")).unwrap();
+    let again = bench::replot(&out).unwrap();
+    assert_eq!(again.records.len(), 4);
+    assert_png(&out.join("scaling.png"), (1400, 600));
+    assert_svg(&out.join("convergence-tfim_chain_6.svg"));
     // A second bench into the same directory is refused unless asked to overwrite.
     let again = bench::run(&opts, &AtomicBool::new(false), "test").unwrap_err();
     assert!(again.to_string().contains("--overwrite"), "{again}");
@@ -310,9 +317,9 @@ fn cli_bench_of_a_file() {
         "--schemes",
         "rg",
         "--iters",
-        "30",
+        "20",
         "--samples",
-        "256",
+        "128",
         "--out",
         out.to_str().unwrap(),
     ]);

@@ -326,6 +326,7 @@ pub struct Machine {
     pub os: String,
     /// One-minute load average when the bench started (`/proc/loadavg`): above the number of
     /// CPUs, other work shared the machine and the timings are slower than on an idle one.
+    #[serde(default)]
     pub load_average: Option<f64>,
 }
 
@@ -675,6 +676,7 @@ pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result
             reference.source.label(),
             reference.detail
         ));
+        references.push((problem.name.clone(), reference.clone()));
         let prepared = Prepared {
             path,
             problem,
@@ -699,7 +701,6 @@ pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result
                 bar.inc(1);
             }
         }
-        references.push((prepared.problem.name.clone(), prepared.reference));
     }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
@@ -720,6 +721,17 @@ pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result
         out: out.display().to_string(),
     };
     output::write_all(&out, &report)?;
+    Ok(report)
+}
+
+/// Redraws the plots of the bench in `dir` from its `bench.json` and the traces of its runs
+/// (for a change of the plots without rerunning the runs); the tables are left as they are.
+pub fn replot(dir: &Path) -> Result<BenchReport> {
+    let path = dir.join("bench.json");
+    let text = fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    let report: BenchReport = serde_json::from_str(&text)
+        .map_err(|e| io_err(&path, format!("not a bench report: {e}")))?;
+    plot::write_plots(dir, &report)?;
     Ok(report)
 }
 

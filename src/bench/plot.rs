@@ -55,6 +55,25 @@ fn color(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
+/// The marker of the `k`-th schedule at `at` (pixels, relative to an `EmptyElement`): a filled
+/// circle, a triangle, a cross, a square outline.
+fn marker<DB: DrawingBackend>(
+    k: usize,
+    at: (i32, i32),
+    c: RGBColor,
+) -> DynElement<'static, DB, (i32, i32)> {
+    match k % 4 {
+        0 => Circle::new(at, 4, c.filled()).into_dyn(),
+        1 => TriangleMarker::new(at, 6, c.filled()).into_dyn(),
+        2 => Cross::new(at, 5, c.stroke_width(2)).into_dyn(),
+        _ => Rectangle::new(
+            [(at.0 - 4, at.1 - 4), (at.0 + 4, at.1 + 4)],
+            c.stroke_width(2),
+        )
+        .into_dyn(),
+    }
+}
+
 /// Renders `draw` as SVG text and as PNG bytes of `size` pixels.
 fn render(
     size: (u32, u32),
@@ -114,9 +133,18 @@ pub struct Convergence {
 /// One point of the scaling plot: `(n_sites, relative error, seconds per iteration)`.
 pub type ScalingPoint = (f64, Option<f64>, f64);
 
-/// The data of the scaling plot: `(label, points)` per lattice family and schedule.
+/// One line of the scaling plot: a lattice family (its colour) and a schedule (its marker and
+/// dash), so that 7 families x 3 schedules stay distinguishable.
+pub struct ScalingSeries {
+    pub label: String,
+    pub family: usize,
+    pub scheme: usize,
+    pub points: Vec<ScalingPoint>,
+}
+
+/// The data of the scaling plot.
 pub struct Scaling {
-    pub series: Vec<(String, Vec<ScalingPoint>)>,
+    pub series: Vec<ScalingSeries>,
 }
 
 fn range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
@@ -263,7 +291,7 @@ where
     root.fill(&WHITE)?;
     let (w, _) = root.dim_in_pixel();
     let (left, right) = root.split_horizontally(w / 2);
-    let all = || s.series.iter().flat_map(|(_, pts)| pts.iter());
+    let all = || s.series.iter().flat_map(|ser| ser.points.iter());
     let (n0, n1) = range(all().map(|q| q.0)).unwrap_or((1.0, 2.0));
     // A linear axis from 0: sizes of 6 to 64 sites read better than on a log axis, whose
     // labels plotters only puts at decades.
@@ -301,20 +329,35 @@ where
             .y_labels(12)
             .y_label_formatter(&|v| format!("{v:.0e}"))
             .draw()?;
-        for (i, (label, pts)) in s.series.iter().enumerate() {
-            let c = color(i);
-            let mut xy: Vec<(f64, f64)> = pts
+        for ser in &s.series {
+            let c = color(ser.family);
+            let mut xy: Vec<(f64, f64)> = ser
+                .points
                 .iter()
                 .filter_map(|q| value(q).map(|v| (q.0, v)))
                 .collect();
             xy.sort_by(|a, b| a.0.total_cmp(&b.0));
-            chart
-                .draw_series(LineSeries::new(xy.iter().copied(), c.stroke_width(2)))?
-                .label(label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-            chart.draw_series(xy.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
+            let style = c.stroke_width(2);
+            let anno = if ser.scheme == 0 {
+                chart.draw_series(LineSeries::new(xy.iter().copied(), style))?
+            } else {
+                chart.draw_series(DashedLineSeries::new(
+                    xy.iter().copied(),
+                    4 + 4 * ser.scheme as u32,
+                    4,
+                    style,
+                ))?
+            };
+            let scheme = ser.scheme;
+            anno.label(ser.label.clone()).legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (20, 0)], style)
+                    + marker(scheme, (10, 0), c)
+            });
+            chart.draw_series(
+                xy.iter()
+                    .map(|&p| EmptyElement::at(p) + marker(ser.scheme, (0, 0), c)),
+            )?;
         }
         chart
             .configure_series_labels()
@@ -394,15 +437,38 @@ pub fn write_plots(out: &Path, report: &BenchReport) -> Result<()> {
             &|a| a.convergence(&conv),
         )?;
     }
-    let mut groups: BTreeMap<String, Vec<ScalingPoint>> = BTreeMap::new();
+    let mut families: Vec<String> = report.records.iter().map(family).collect();
+    families.sort();
+    families.dedup();
+    let mut schemes: Vec<&str> = Vec::new();
     for r in &report.records {
-        groups
-            .entry(format!("{} {}", family(r), r.scheme))
-            .or_default()
-            .push((r.n_sites as f64, r.relative_error, r.seconds_per_iteration));
+        if !schemes.contains(&r.scheme.as_str()) {
+            schemes.push(&r.scheme);
+        }
+    }
+    let mut groups: BTreeMap<(usize, usize), Vec<ScalingPoint>> = BTreeMap::new();
+    for r in &report.records {
+        let f = families
+            .iter()
+            .position(|x| *x == family(r))
+            .expect("listed");
+        let k = schemes.iter().position(|x| *x == r.scheme).expect("listed");
+        groups.entry((f, k)).or_default().push((
+            r.n_sites as f64,
+            r.relative_error,
+            r.seconds_per_iteration,
+        ));
     }
     let scaling = Scaling {
-        series: groups.into_iter().collect(),
+        series: groups
+            .into_iter()
+            .map(|((f, k), points)| ScalingSeries {
+                label: format!("{} {}", families[f], schemes[k]),
+                family: f,
+                scheme: k,
+                points,
+            })
+            .collect(),
     };
     write_pair(out, "scaling", (1400, 600), &|a| a.scaling(&scaling))
 }
