@@ -660,8 +660,23 @@ pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result
         }
     };
 
-    let mut references = Vec::new();
-    let mut records = Vec::new();
+    // The tables are rewritten after every run, so that an interrupted or killed bench keeps
+    // what it finished; the plots are drawn at the end.
+    let mut report = BenchReport {
+        suite: opts.suite,
+        command: command.to_string(),
+        machine,
+        budget_seconds: budget,
+        max_iters: opts.max_iters,
+        samples: opts.samples,
+        lr: opts.lr,
+        device: opts.device.clone(),
+        seed: opts.seed,
+        references: Vec::new(),
+        records: Vec::new(),
+        seconds: 0.0,
+        out: out.display().to_string(),
+    };
     'problems: for (path, problem, text) in problems {
         if let Some(bar) = &bar {
             bar.set_message(format!("{}: reference energy", problem.name));
@@ -676,7 +691,9 @@ pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result
             reference.source.label(),
             reference.detail
         ));
-        references.push((problem.name.clone(), reference.clone()));
+        report
+            .references
+            .push((problem.name.clone(), reference.clone()));
         let prepared = Prepared {
             path,
             problem,
@@ -696,7 +713,9 @@ pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result
                 bar.as_ref(),
             )?;
             say(output::run_line(&rec));
-            records.push(rec);
+            report.records.push(rec);
+            report.seconds = t0.elapsed().as_secs_f64();
+            output::write_tables(&out, &report)?;
             if let Some(bar) = &bar {
                 bar.inc(1);
             }
@@ -705,21 +724,7 @@ pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let report = BenchReport {
-        suite: opts.suite,
-        command: command.to_string(),
-        machine,
-        budget_seconds: budget,
-        max_iters: opts.max_iters,
-        samples: opts.samples,
-        lr: opts.lr,
-        device: opts.device.clone(),
-        seed: opts.seed,
-        references,
-        records,
-        seconds: t0.elapsed().as_secs_f64(),
-        out: out.display().to_string(),
-    };
+    report.seconds = t0.elapsed().as_secs_f64();
     output::write_all(&out, &report)?;
     Ok(report)
 }

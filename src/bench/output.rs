@@ -189,13 +189,18 @@ pub fn markdown(report: &BenchReport) -> String {
     s
 }
 
-/// Writes `bench.csv`, `bench.md`, `bench.json` and the plots into `out`.
-pub fn write_all(out: &Path, report: &BenchReport) -> Result<()> {
+/// Writes `bench.csv`, `bench.md` and `bench.json` into `out`.
+pub fn write_tables(out: &Path, report: &BenchReport) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| super::io_err(out, e))?;
     write_atomic(&out.join("bench.csv"), csv(report).as_bytes())?;
     write_atomic(&out.join("bench.md"), markdown(report).as_bytes())?;
     let json = serde_json::to_vec_pretty(report).expect("report serialises");
-    write_atomic(&out.join("bench.json"), &json)?;
+    write_atomic(&out.join("bench.json"), &json)
+}
+
+/// Writes the tables and the plots into `out`.
+pub fn write_all(out: &Path, report: &BenchReport) -> Result<()> {
+    write_tables(out, report)?;
     plot::write_plots(out, report)
 }
 
