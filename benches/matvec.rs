@@ -1,12 +1,14 @@
 //! Hot paths of exact diagonalization: the matrix-free matvec in each kind of basis, and the
-//! `connected` call (the VMC local-energy primitive) of each built-in Hamiltonian.
+//! `connected` call (the VMC local-energy primitive) of every shipped Hamiltonian file.
 //! Run with `cargo bench --bench matvec`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rgdiff::exact::basis::{matvec, FullBasis, SpinBasis, SymmetricBasis, SzBasis};
 use rgdiff::lattice::{Boundary, Lattice};
 use rgdiff::operator::{Connections, Hamiltonian, Model, PauliSum};
+use rgdiff::spec;
 use std::hint::black_box;
+use std::path::Path;
 
 fn pauli(model: &Model, lattice: &Lattice) -> PauliSum {
     match Hamiltonian::compile(model.hilbert(lattice), &model.terms(lattice)) {
@@ -47,48 +49,28 @@ fn matvecs(c: &mut Criterion) {
     bench_basis(c, "tfim_chain_16_full", &tfim, &FullBasis::new(16));
 }
 
+/// `connected` of every shipped Hamiltonian (`hamiltonians/*.toml`), on one fixed
+/// configuration (not a fully polarised one, which has few connections).
 fn connected(c: &mut Criterion) {
-    let sq = Lattice::square(4, 4, Boundary::Periodic);
-    let chain = Lattice::chain(4, Boundary::Periodic);
-    let cases = [
-        (
-            "tfim_square_4x4",
-            Model::Tfim {
-                j: 1.0,
-                h: 3.04438,
-                g: 0.0,
-            },
-            &sq,
-        ),
-        ("heisenberg_square_4x4", Model::Heisenberg { j: 1.0 }, &sq),
-        (
-            "j1j2_square_4x4",
-            Model::J1J2 {
-                j1: 1.0,
-                j2: 0.5,
-                delta: 1.0,
-            },
-            &sq,
-        ),
-        (
-            "phi4_chain_4",
-            Model::Phi4 {
-                m2: 1.0,
-                lambda: 0.1,
-                cutoff: 12,
-                omega: 3f64.sqrt(),
-            },
-            &chain,
-        ),
-    ];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hamiltonians");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("hamiltonians/")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
     let mut g = c.benchmark_group("connected");
-    for (name, model, lat) in cases {
+    for file in files {
+        let problem = spec::load(&file).expect("a shipped problem");
+        let (lat, model) = (&problem.lattice, &problem.model);
         let h = Hamiltonian::compile(model.hilbert(lat), &model.terms(lat));
         let op = h.as_operator();
         let d = model.local_space().dim() as u8;
         let s: Vec<u8> = (0..lat.n_sites()).map(|i| (i as u8 * 7 + 3) % d).collect();
         let mut conn = Connections::new();
-        g.bench_function(name, |b| b.iter(|| op.connected(black_box(&s), &mut conn)));
+        g.bench_function(&problem.name, |b| {
+            b.iter(|| op.connected(black_box(&s), &mut conn))
+        });
     }
     g.finish();
 }

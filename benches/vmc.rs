@@ -1,6 +1,6 @@
-//! Hot paths of the variational solver, `rg` against `autoregressive`: batched `log psi`,
-//! exact sampling, and one whole VMC iteration (1024 samples), on the TFIM chain of 16 and the
-//! Heisenberg 4x4 square. Run with `cargo bench --bench vmc`.
+//! Hot paths of the variational solver per schedule (`rg`, `rg-colors=2`, `autoregressive`):
+//! batched `log psi`, exact sampling, and one whole VMC iteration (1024 samples), on the TFIM
+//! chain of 16 and the Heisenberg 4x4 square. Run with `cargo bench --bench vmc`.
 
 use candle_core::{DType, Device};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     for (name, lat, m, phase) in cases() {
         let h = Hamiltonian::compile(m.hilbert(&lat), &m.terms(&lat));
-        for scheme in ["rg", "autoregressive"] {
+        for scheme in ["rg", "rg-colors=2", "autoregressive"] {
             let net = model(&lat, scheme, phase);
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
             let (s, _) = net.sample(1024, &mut rng).unwrap();

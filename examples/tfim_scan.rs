@@ -2,19 +2,10 @@
 //! solver and compares each ground energy with the free-fermion formula: the library API in a
 //! dozen lines. Run with `cargo run --release --example tfim_scan`.
 
+use rgdiff::exact::closed_form::tfim_chain_e0;
 use rgdiff::exact::{solve, ExactOptions};
 use rgdiff::lattice::{Boundary, Lattice};
 use rgdiff::operator::Model;
-
-/// `E0 = -2 sum_{n=1}^{N/2} sqrt(J^2 + h^2 - 2 J h cos((2n-1) pi / N))` (even N, PBC).
-fn free_fermions(n: usize, j: f64, h: f64) -> f64 {
-    -2.0 * (1..=n / 2)
-        .map(|k| {
-            let q = (2 * k - 1) as f64 * std::f64::consts::PI / n as f64;
-            (j * j + h * h - 2.0 * j * h * q.cos()).sqrt()
-        })
-        .sum::<f64>()
-}
 
 fn main() -> rgdiff::Result<()> {
     let n = 12;
@@ -34,7 +25,7 @@ fn main() -> rgdiff::Result<()> {
         println!(
             "{h:>6.2} {:>16.12} {:>12.2e} {:>12.6} {:>10.6}",
             r.energy_per_site,
-            (r.energy - free_fermions(n, 1.0, h)).abs(),
+            (r.energy - tfim_chain_e0(n, 1.0, h).expect("even n")).abs(),
             r.gap.unwrap_or(f64::NAN),
             r.observables["m2_uniform"]
         );

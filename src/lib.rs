@@ -1,6 +1,7 @@
 //! rgdiff: renormalizing diffusion models for quantum ground states and lattice field
 //! sampling, with the exact solvers they are checked against.
 
+pub mod bench;
 pub mod error;
 pub mod exact;
 pub mod hilbert;

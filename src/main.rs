@@ -65,6 +65,50 @@ enum Command {
     },
     /// Variational ground state with the RG diffusion wavefunction (VMC).
     GroundState(Box<GroundStateArgs>),
+    /// Benchmark VMC against exact energies: tables (CSV, Markdown, JSON) and plots (PNG, SVG).
+    Bench(Box<BenchArgs>),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Hamiltonian files (TOML); or use --suite.
+    files: Vec<PathBuf>,
+    /// quick (TFIM and Heisenberg chains of 16, about 5 min on 2 cores) | standard (every
+    /// shipped quantum Hamiltonian) | scaling (chains of 8 to 64 sites, squares 4x4 to 8x8)
+    /// | tiny (chains of 6, seconds)
+    #[arg(long)]
+    suite: Option<String>,
+    /// Schedules to run, comma-separated: rg, rg-colors=K, autoregressive
+    #[arg(long, default_value = "rg,autoregressive")]
+    schemes: String,
+    /// Wall-clock seconds per VMC run (default: quick 60, standard 120, scaling 60, tiny 20,
+    /// files 60).
+    #[arg(long)]
+    budget: Option<f64>,
+    /// Most iterations per run (the budget usually stops earlier).
+    #[arg(long, default_value_t = 300)]
+    iters: usize,
+    /// Samples per iteration.
+    #[arg(long, default_value_t = 1024)]
+    samples: usize,
+    /// Initial learning rate of Adam (cosine decay to a tenth).
+    #[arg(long, default_value_t = 1e-2)]
+    lr: f64,
+    /// cpu | cuda | cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Seed of parameters and samples.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory (default runs/bench-SUITE, or runs/bench for files).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace run directories of an earlier bench in the output directory.
+    #[arg(long)]
+    overwrite: bool,
+    /// Only redraw the plots of the bench in this directory (from its bench.json and traces).
+    #[arg(long)]
+    replot: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -211,7 +255,60 @@ fn run(cli: Cli) -> rgdiff::Result<()> {
             Ok(())
         }
         Command::GroundState(args) => ground_state(*args),
+        Command::Bench(args) => bench(*args),
     }
+}
+
+fn bench(a: BenchArgs) -> rgdiff::Result<()> {
+    use rgdiff::bench::{self, BenchOptions, Suite};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    if let Some(dir) = &a.replot {
+        let report = bench::replot(dir)?;
+        println!(
+            "redrew the plots of {} runs in {}",
+            report.records.len(),
+            dir.display()
+        );
+        return Ok(());
+    }
+    let opts = BenchOptions {
+        files: a.files,
+        suite: a.suite.as_deref().map(Suite::parse).transpose()?,
+        schemes: a
+            .schemes
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        budget: a.budget,
+        max_iters: a.iters,
+        samples: a.samples,
+        lr: a.lr,
+        device: a.device,
+        seed: a.seed,
+        out: a.out,
+        overwrite: a.overwrite,
+        progress: true,
+    };
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let interrupt = interrupt.clone();
+        let _ = ctrlc::set_handler(move || interrupt.store(true, Ordering::SeqCst));
+    }
+    // The command as typed, with the program's path shortened to its name.
+    let command = std::iter::once("rgdiff".to_string())
+        .chain(std::env::args().skip(1))
+        .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let report = bench::run(&opts, &interrupt, &command)?;
+    println!();
+    print!("{}", bench::output::markdown(&report));
+    println!("outputs in {}", report.out);
+    Ok(())
 }
 
 fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {

@@ -9,6 +9,7 @@
 
 pub mod basis;
 pub mod cached;
+pub mod closed_form;
 pub mod dense;
 pub mod lanczos;
 pub mod sector;

@@ -1,0 +1,910 @@
+//! `rgdiff bench`: the variational solver against exact energies, on every shipped Hamiltonian
+//! or on a suite, with tables and plots.
+//!
+//! For each problem the bench first fixes a reference energy, in this order:
+//! 1. a closed form where one exists (the periodic TFIM chain: free fermions, any size);
+//! 2. exact diagonalization when the Hilbert space has at most `2^ED_MAX_LOG2_DIM` states and
+//!    the solver's memory estimate fits in half the available memory (so a bench never evicts
+//!    a neighbour's work on a shared machine);
+//! 3. the value in the problem file's `# Reference: ... E0 = VALUE` comment (published or
+//!    computed once with `rgdiff exact`, as for the 32-site Heisenberg chain);
+//! 4. none, which the tables say ("none"), leaving the relative error empty.
+//!
+//! It then runs one VMC optimisation per schedule within a wall-clock budget. The number of
+//! iterations is fixed up front from a timed trial iteration (on a throwaway copy of the
+//! model), so that the learning-rate schedule runs to its end within the budget; the budget is
+//! also enforced as a hard stop after each iteration. The final energy is estimated from fresh
+//! samples (4x the batch) after the last iteration, as `rgdiff ground-state` does.
+//!
+//! Outputs (written atomically into the output directory): `bench.csv`, `bench.md`,
+//! `bench.json`, `convergence-NAME.{png,svg}` per problem and `scaling.{png,svg}`, plus every
+//! run's directory under `runs/` (config, trace, checkpoint, summary) and the problem files
+//! under `problems/`.
+
+pub mod output;
+pub mod plot;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::DType;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::exact::{self, closed_form, ExactOptions};
+use crate::lattice::Shape;
+use crate::model::{MaskedDiffusion, ModelConfig, Phase};
+use crate::operator::{Hamiltonian, Model};
+use crate::rg::Schedule;
+use crate::run::{self, Monitor, Run, RunConfig};
+use crate::spec::{self, Problem};
+use crate::vmc::{driver::Optimizer, IterationStats, Vmc, VmcConfig};
+
+/// Exact diagonalization is tried only up to this many (log2) states in the full space.
+/// `2^24` covers the 24-site chains (the `Sz = 0` sector in seconds); beyond, the file's
+/// reference value is used.
+pub const ED_MAX_LOG2_DIM: f64 = 24.0;
+
+/// A named set of problems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Suite {
+    /// TFIM and Heisenberg chains of 6 sites: the end-to-end test (seconds).
+    Tiny,
+    /// TFIM and Heisenberg chains of 16 sites (about 5 minutes on 2 cores).
+    Quick,
+    /// Every shipped quantum Hamiltonian.
+    Standard,
+    /// TFIM and Heisenberg chains of 8 to 64 sites and squares of 4x4 to 8x8.
+    Scaling,
+}
+
+/// The shipped Hamiltonian files, embedded so that suites run from any directory; the bench
+/// writes the copies it uses into `OUT/problems/`.
+const SHIPPED: &[(&str, &str)] = &[
+    (
+        "tfim_chain_16",
+        include_str!("../../hamiltonians/tfim_chain_16.toml"),
+    ),
+    (
+        "tfim_square_4x4",
+        include_str!("../../hamiltonians/tfim_square_4x4.toml"),
+    ),
+    (
+        "heisenberg_chain_16",
+        include_str!("../../hamiltonians/heisenberg_chain_16.toml"),
+    ),
+    (
+        "heisenberg_chain_24",
+        include_str!("../../hamiltonians/heisenberg_chain_24.toml"),
+    ),
+    (
+        "heisenberg_chain_32",
+        include_str!("../../hamiltonians/heisenberg_chain_32.toml"),
+    ),
+    (
+        "heisenberg_square_4x4",
+        include_str!("../../hamiltonians/heisenberg_square_4x4.toml"),
+    ),
+    (
+        "j1j2_square_4x4",
+        include_str!("../../hamiltonians/j1j2_square_4x4.toml"),
+    ),
+    (
+        "xxz_chain_16",
+        include_str!("../../hamiltonians/xxz_chain_16.toml"),
+    ),
+    (
+        "phi4_chain_4",
+        include_str!("../../hamiltonians/phi4_chain_4.toml"),
+    ),
+];
+
+fn shipped(name: &str) -> (String, String) {
+    let text = SHIPPED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| t.to_string())
+        .expect("a shipped problem");
+    (name.to_string(), text)
+}
+
+/// A generated TFIM (`J = 1`, `h` given) or Heisenberg (`J = 1`) problem file.
+fn generated(kind: &str, shape: Shape, l: usize, h: f64) -> (String, String) {
+    let (shape_name, size, label) = match shape {
+        Shape::Chain => ("chain", format!("[{l}]"), format!("{l}")),
+        Shape::Square => ("square", format!("[{l}, {l}]"), format!("{l}x{l}")),
+    };
+    let name = format!("{kind}_{shape_name}_{label}");
+    let model = if kind == "tfim" {
+        format!("kind = \"tfim\"\nJ = 1.0\nh = {h:?}\n")
+    } else {
+        "kind = \"heisenberg\"\nJ = 1.0\n".to_string()
+    };
+    let text = format!(
+        "# Generated by rgdiff bench (scaling suite): {kind} {shape_name} {label}, periodic.\n\
+         [lattice]\nshape = \"{shape_name}\"\nsize = {size}\nboundary = \"periodic\"\n\n\
+         [model]\n{model}"
+    );
+    (name, text)
+}
+
+impl Suite {
+    pub fn parse(s: &str) -> Result<Suite> {
+        match s {
+            "tiny" => Ok(Suite::Tiny),
+            "quick" => Ok(Suite::Quick),
+            "standard" => Ok(Suite::Standard),
+            "scaling" => Ok(Suite::Scaling),
+            _ => Err(Error::Input(format!(
+                "unknown suite `{s}`; expected quick, standard, scaling or tiny"
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Suite::Tiny => "tiny",
+            Suite::Quick => "quick",
+            Suite::Standard => "standard",
+            Suite::Scaling => "scaling",
+        }
+    }
+
+    /// Seconds per VMC run unless `--budget` says otherwise.
+    pub fn default_budget(&self) -> f64 {
+        match self {
+            Suite::Tiny => 20.0,
+            Suite::Quick => 60.0,
+            Suite::Standard => 120.0,
+            Suite::Scaling => 60.0,
+        }
+    }
+
+    /// The problems as `(name, file text)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        match self {
+            Suite::Tiny => vec![
+                generated("tfim", Shape::Chain, 6, 1.0),
+                generated("heisenberg", Shape::Chain, 6, 0.0),
+            ],
+            Suite::Quick => vec![shipped("tfim_chain_16"), shipped("heisenberg_chain_16")],
+            Suite::Standard => SHIPPED.iter().map(|(n, _)| shipped(n)).collect(),
+            Suite::Scaling => {
+                let mut v = Vec::new();
+                for n in [8, 16, 32, 64] {
+                    v.push(match n {
+                        16 => shipped("tfim_chain_16"),
+                        _ => generated("tfim", Shape::Chain, n, 1.0),
+                    });
+                }
+                for n in [8, 16, 32, 64] {
+                    v.push(match n {
+                        16 => shipped("heisenberg_chain_16"),
+                        32 => shipped("heisenberg_chain_32"),
+                        _ => generated("heisenberg", Shape::Chain, n, 0.0),
+                    });
+                }
+                for l in [4, 6, 8] {
+                    v.push(match l {
+                        4 => shipped("tfim_square_4x4"),
+                        _ => generated("tfim", Shape::Square, l, 3.04438),
+                    });
+                }
+                for l in [4, 6, 8] {
+                    v.push(match l {
+                        4 => shipped("heisenberg_square_4x4"),
+                        _ => generated("heisenberg", Shape::Square, l, 0.0),
+                    });
+                }
+                v
+            }
+        }
+    }
+}
+
+/// What to benchmark and how.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Problem files; used when `suite` is `None`.
+    pub files: Vec<PathBuf>,
+    pub suite: Option<Suite>,
+    /// Schedules, one VMC run each (`rg`, `rg-colors=K`, `autoregressive`).
+    pub schemes: Vec<String>,
+    /// Wall-clock seconds per VMC run (default: the suite's, 60 s for files).
+    pub budget: Option<f64>,
+    /// Most iterations per run (the budget usually stops earlier).
+    pub max_iters: usize,
+    pub samples: usize,
+    pub lr: f64,
+    pub device: String,
+    pub seed: u64,
+    /// Output directory (default `runs/bench-SUITE`, or `runs/bench` for files).
+    pub out: Option<PathBuf>,
+    /// Replace run directories left in the output directory by an earlier bench.
+    pub overwrite: bool,
+    /// Show a progress bar and print a line per finished run.
+    pub progress: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            files: Vec::new(),
+            suite: None,
+            schemes: vec!["rg".into(), "autoregressive".into()],
+            budget: None,
+            max_iters: 300,
+            samples: 1024,
+            lr: 1e-2,
+            device: "cpu".into(),
+            seed: 1,
+            out: None,
+            overwrite: false,
+            progress: true,
+        }
+    }
+}
+
+/// Where a reference energy comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReferenceSource {
+    ClosedForm,
+    ExactDiagonalization,
+    File,
+    None,
+}
+
+impl ReferenceSource {
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReferenceSource::ClosedForm => "closed form",
+            ReferenceSource::ExactDiagonalization => "ED",
+            ReferenceSource::File => "file",
+            ReferenceSource::None => "none",
+        }
+    }
+}
+
+/// The reference energy of one problem.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reference {
+    pub energy: Option<f64>,
+    pub source: ReferenceSource,
+    /// How it was obtained (formula, ED sector and time, or why there is none).
+    pub detail: String,
+}
+
+/// One VMC run of the bench: a row of the tables.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchRecord {
+    pub problem: String,
+    pub file: String,
+    pub model: String,
+    pub lattice: String,
+    pub n_sites: usize,
+    pub scheme: String,
+    pub steps: usize,
+    pub phase: Phase,
+    pub reference_energy: Option<f64>,
+    pub reference_source: ReferenceSource,
+    /// `finished` (all planned iterations), `budget` (stopped by the wall-clock budget),
+    /// `interrupted` (Ctrl-C) or `diverged`.
+    pub status: String,
+    pub energy: f64,
+    pub energy_error: f64,
+    /// `(energy - reference) / |reference|` (signed; negative means below the reference, which
+    /// only noise or a wrong reference can cause).
+    pub relative_error: Option<f64>,
+    pub variance: f64,
+    pub v_score: f64,
+    pub iterations: usize,
+    /// Wall time of the run: trial iteration, optimisation and final estimate.
+    pub wall_seconds: f64,
+    pub seconds_per_iteration: f64,
+    pub samples_per_second: f64,
+    /// Peak resident memory of the process during the run (`VmHWM`), in bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// Whether the peak was reset before the run (`/proc/self/clear_refs`); if not, it is the
+    /// peak of the whole process so far.
+    pub peak_rss_reset: bool,
+    pub n_params: usize,
+    pub samples: usize,
+    pub run_dir: String,
+}
+
+/// The machine a bench ran on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub logical_cpus: usize,
+    pub threads: usize,
+    pub memory_bytes: u64,
+    pub os: String,
+    /// One-minute load average when the bench started (`/proc/loadavg`): above the number of
+    /// CPUs, other work shared the machine and the timings are slower than on an idle one.
+    #[serde(default)]
+    pub load_average: Option<f64>,
+}
+
+impl Machine {
+    pub fn detect() -> Machine {
+        let cpu = fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|s| s.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let memory_bytes = fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024);
+        Machine {
+            cpu,
+            logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: rayon::current_num_threads(),
+            memory_bytes,
+            os: std::env::consts::OS.to_string(),
+            load_average: fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|t| t.split_whitespace().next()?.parse().ok()),
+        }
+    }
+
+    /// `AMD EPYC ..., 2 logical CPUs (2 threads), 23.4 GiB`.
+    pub fn label(&self) -> String {
+        let load = self.load_average.map_or(String::new(), |l| {
+            format!(", load average {l:.1} at the start")
+        });
+        format!(
+            "{}, {} logical CPUs ({} threads), {:.1} GiB, {}{load}",
+            self.cpu,
+            self.logical_cpus,
+            self.threads,
+            self.memory_bytes as f64 / (1u64 << 30) as f64,
+            self.os
+        )
+    }
+}
+
+/// Everything a bench produced (`bench.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub suite: Option<Suite>,
+    pub command: String,
+    pub machine: Machine,
+    pub budget_seconds: f64,
+    pub max_iters: usize,
+    pub samples: usize,
+    pub lr: f64,
+    pub device: String,
+    pub seed: u64,
+    pub references: Vec<(String, Reference)>,
+    pub records: Vec<BenchRecord>,
+    pub seconds: f64,
+    /// The output directory.
+    pub out: String,
+}
+
+/// Parses the `# Reference: ... E0 = VALUE` comment of a problem file: the first number with
+/// a decimal point after an `E0 =` on a comment line that mentions `Reference` (so that
+/// `E0 = -2 sum_{n=1}^{8} ... = -20.404594474757` yields the value, not the `-2`).
+pub fn file_reference(text: &str) -> Option<f64> {
+    for line in text.lines() {
+        let Some(comment) = line.trim_start().strip_prefix('#') else {
+            continue;
+        };
+        if !comment.contains("Reference") {
+            continue;
+        }
+        let Some(pos) = comment.find("E0 =") else {
+            continue;
+        };
+        for part in comment[pos..].split("= ").skip(1) {
+            let token = part
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches([',', ';', ')']);
+            if token.contains('.') {
+                if let Ok(v) = token.parse::<f64>() {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The phase the bench gives the wavefunction of a model: none for the (stoquastic) TFIM,
+/// Marshall's sign for unfrustrated antiferromagnets (`J > 0`, no `J2`) on bipartite lattices,
+/// the learned phase otherwise (J1-J2, phi^4, `terms`).
+pub fn default_phase(problem: &Problem) -> Phase {
+    let bipartite = problem.lattice.is_bipartite();
+    match &problem.model {
+        Model::Tfim { .. } => Phase::None,
+        Model::Heisenberg { j } | Model::Xxz { j, .. } if *j > 0.0 && bipartite => Phase::Marshall,
+        Model::Heisenberg { j } | Model::Xxz { j, .. } if *j < 0.0 => Phase::None,
+        _ => Phase::Learned,
+    }
+}
+
+/// The reference energy of `problem` (see the module documentation for the order).
+pub fn reference(problem: &Problem, text: &str) -> Result<Reference> {
+    let (lattice, model) = (&problem.lattice, &problem.model);
+    if let Some(e) = closed_form::ground_energy(lattice, model) {
+        return Ok(Reference {
+            energy: Some(e),
+            source: ReferenceSource::ClosedForm,
+            detail: "free fermions (Jordan-Wigner), exact at any size".into(),
+        });
+    }
+    let log2 = model.hilbert(lattice).log2_dim();
+    let mut why_not_ed = format!(
+        "ED skipped: 2^{log2:.0} states exceeds the bench's limit of 2^{ED_MAX_LOG2_DIM:.0}"
+    );
+    if log2 <= ED_MAX_LOG2_DIM {
+        let opts = ExactOptions {
+            memory_limit: Some(exact::available_memory() / 2),
+            ..ExactOptions::default()
+        };
+        match exact::solve(lattice, model, &opts) {
+            Ok(r) => {
+                return Ok(Reference {
+                    energy: Some(r.energy),
+                    source: ReferenceSource::ExactDiagonalization,
+                    detail: format!(
+                        "Lanczos in sector {} ({} states), {:.2} s{}",
+                        r.sector,
+                        r.dimension,
+                        r.seconds,
+                        if r.converged { "" } else { ", NOT converged" }
+                    ),
+                })
+            }
+            Err(e @ Error::Memory { .. }) => why_not_ed = format!("ED refused: {e}"),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(match file_reference(text) {
+        Some(e) => Reference {
+            energy: Some(e),
+            source: ReferenceSource::File,
+            detail: format!("the problem file's reference comment ({why_not_ed})"),
+        },
+        None => Reference {
+            energy: None,
+            source: ReferenceSource::None,
+            detail: format!("no reference: {why_not_ed}, no closed form, none in the file"),
+        },
+    })
+}
+
+/// Current and peak resident memory of this process, from `/proc/self/status`.
+pub fn peak_rss() -> Option<u64> {
+    let t = fs::read_to_string("/proc/self/status").ok()?;
+    let kb = t
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets the peak resident memory (`VmHWM`) to the current one (Linux: writing `5` to
+/// `/proc/self/clear_refs`). Returns whether it worked.
+pub fn reset_peak_rss() -> bool {
+    fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The monitor of one bench run: enforces the budget, forwards progress.
+struct BudgetMonitor<'a> {
+    start: Instant,
+    budget: f64,
+    stop: &'a AtomicBool,
+    interrupt: &'a AtomicBool,
+    by_budget: bool,
+    bar: Option<&'a indicatif::ProgressBar>,
+    label: String,
+}
+
+impl Monitor for BudgetMonitor<'_> {
+    fn iteration(&mut self, s: &IterationStats, exact: Option<f64>) {
+        if self.interrupt.load(Ordering::SeqCst) {
+            self.stop.store(true, Ordering::SeqCst);
+        } else if self.start.elapsed().as_secs_f64() >= self.budget {
+            self.by_budget = true;
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        if let Some(bar) = self.bar {
+            let rel = exact.map_or(String::new(), |e| {
+                format!("  rel {:.2e}", (s.energy - e) / e.abs())
+            });
+            bar.set_message(format!(
+                "{}: iteration {}, E = {:.6} +- {:.6}{rel}",
+                self.label,
+                s.iter + 1,
+                s.energy,
+                s.error
+            ));
+        }
+    }
+    // The run's "stopped at iteration" note is expected here (the budget) and not printed.
+    fn message(&mut self, _text: &str) {}
+}
+
+/// A problem ready to run: its file, parsed problem and reference.
+struct Prepared {
+    path: PathBuf,
+    problem: Problem,
+    reference: Reference,
+}
+
+/// Runs a bench and writes its outputs; returns the report.
+pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result<BenchReport> {
+    let t0 = Instant::now();
+    let machine = Machine::detect();
+    if opts.schemes.is_empty() {
+        return Err(Error::Input("--schemes: give at least one schedule".into()));
+    }
+    if opts.samples < 2 {
+        return Err(Error::Input("--samples must be at least 2".into()));
+    }
+    if opts.max_iters == 0 {
+        return Err(Error::Input("--iters must be at least 1".into()));
+    }
+    if !(opts.lr > 0.0 && opts.lr.is_finite()) {
+        return Err(Error::Input("--lr must be a positive number".into()));
+    }
+    let budget = opts
+        .budget
+        .unwrap_or(opts.suite.map_or(60.0, |s| s.default_budget()));
+    if !(budget > 0.0 && budget.is_finite()) {
+        return Err(Error::Input(
+            "--budget must be a positive number of seconds".into(),
+        ));
+    }
+    if opts.suite.is_some() && !opts.files.is_empty() {
+        return Err(Error::Input(
+            "give either problem files or --suite, not both".into(),
+        ));
+    }
+    if opts.suite.is_none() && opts.files.is_empty() {
+        return Err(Error::Input(
+            "give problem files or --suite quick|standard|scaling".into(),
+        ));
+    }
+    let out = opts.out.clone().unwrap_or_else(|| match opts.suite {
+        Some(s) => PathBuf::from(format!("runs/bench-{}", s.name())),
+        None => PathBuf::from("runs/bench"),
+    });
+    run::device(&opts.device)?;
+
+    // Problem files: a suite's copies go to OUT/problems, user files are read in place. Every
+    // file and schedule is checked before anything is written or run.
+    let mut problems: Vec<(PathBuf, Problem, String)> = Vec::new();
+    let mut to_write = Vec::new();
+    if let Some(suite) = opts.suite {
+        for (name, text) in suite.problems() {
+            let path = out.join("problems").join(format!("{name}.toml"));
+            let problem = spec::parse(&text, &path.display().to_string())?;
+            to_write.push((path.clone(), text.clone()));
+            problems.push((path, problem, text));
+        }
+    } else {
+        for f in &opts.files {
+            let problem = spec::load(f)?;
+            let text = fs::read_to_string(f).map_err(|e| io_err(f, e))?;
+            problems.push((f.clone(), problem, text));
+        }
+    }
+    for (i, (_, problem, _)) in problems.iter().enumerate() {
+        for scheme in &opts.schemes {
+            Schedule::parse(scheme, &problem.lattice)?;
+        }
+        if problems[..i].iter().any(|p| p.1.name == problem.name) {
+            return Err(Error::Input(format!(
+                "two problems are named `{}` (the file stem); rename one",
+                problem.name
+            )));
+        }
+    }
+    let runs_dir = out.join("runs");
+    for (_, p, _) in &problems {
+        for scheme in &opts.schemes {
+            let dir = run_dir(&runs_dir, &p.name, scheme);
+            if dir.exists() {
+                if opts.overwrite {
+                    fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+                } else {
+                    return Err(Error::Input(format!(
+                        "{} holds a run of an earlier bench; pass --overwrite to replace it or choose another --out",
+                        dir.display()
+                    )));
+                }
+            }
+        }
+    }
+
+    for (path, text) in to_write {
+        let dir = path.parent().expect("a directory");
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        run::write_atomic(&path, text.as_bytes())?;
+    }
+
+    let total = (problems.len() * opts.schemes.len()) as u64;
+    let bar = opts.progress.then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs [{elapsed}] {msg}")
+                .expect("valid template"),
+        );
+        bar
+    });
+    let say = |text: String| {
+        if let Some(bar) = &bar {
+            bar.suspend(|| println!("{text}"));
+        }
+    };
+
+    // The tables are rewritten after every run, so that an interrupted or killed bench keeps
+    // what it finished; the plots are drawn at the end.
+    let mut report = BenchReport {
+        suite: opts.suite,
+        command: command.to_string(),
+        machine,
+        budget_seconds: budget,
+        max_iters: opts.max_iters,
+        samples: opts.samples,
+        lr: opts.lr,
+        device: opts.device.clone(),
+        seed: opts.seed,
+        references: Vec::new(),
+        records: Vec::new(),
+        seconds: 0.0,
+        out: out.display().to_string(),
+    };
+    'problems: for (path, problem, text) in problems {
+        if let Some(bar) = &bar {
+            bar.set_message(format!("{}: reference energy", problem.name));
+        }
+        let reference = reference(&problem, &text)?;
+        say(format!(
+            "{:<24} reference {} ({}: {})",
+            problem.name,
+            reference
+                .energy
+                .map_or("none".to_string(), |e| format!("{e:.10}")),
+            reference.source.label(),
+            reference.detail
+        ));
+        report
+            .references
+            .push((problem.name.clone(), reference.clone()));
+        let prepared = Prepared {
+            path,
+            problem,
+            reference,
+        };
+        for scheme in &opts.schemes {
+            if interrupt.load(Ordering::SeqCst) {
+                break 'problems;
+            }
+            let rec = run_one(
+                &prepared,
+                scheme,
+                opts,
+                budget,
+                &runs_dir,
+                interrupt,
+                bar.as_ref(),
+            )?;
+            say(output::run_line(&rec));
+            report.records.push(rec);
+            report.seconds = t0.elapsed().as_secs_f64();
+            output::write_tables(&out, &report)?;
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    output::write_all(&out, &report)?;
+    Ok(report)
+}
+
+/// Redraws the plots of the bench in `dir` from its `bench.json` and the traces of its runs
+/// (for a change of the plots without rerunning the runs); the tables are left as they are.
+pub fn replot(dir: &Path) -> Result<BenchReport> {
+    let path = dir.join("bench.json");
+    let text = fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    let report: BenchReport = serde_json::from_str(&text)
+        .map_err(|e| io_err(&path, format!("not a bench report: {e}")))?;
+    plot::write_plots(dir, &report)?;
+    Ok(report)
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// `OUT/runs/NAME-SCHEME` (the `=` of `rg-colors=K` dropped).
+fn run_dir(runs: &Path, name: &str, scheme: &str) -> PathBuf {
+    runs.join(format!("{name}-{}", scheme.replace('=', "")))
+}
+
+/// One VMC run within the budget.
+fn run_one(
+    p: &Prepared,
+    scheme: &str,
+    opts: &BenchOptions,
+    budget: f64,
+    runs_dir: &Path,
+    interrupt: &AtomicBool,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<BenchRecord> {
+    let start = Instant::now();
+    let problem = &p.problem;
+    let lattice = &problem.lattice;
+    let hilbert = problem.model.hilbert(lattice);
+    let h = Hamiltonian::compile(hilbert, &problem.model.terms(lattice));
+    let phase = default_phase(problem);
+    let mut cfg = RunConfig {
+        problem: p.path.display().to_string(),
+        scheme: scheme.to_string(),
+        model: ModelConfig {
+            phase,
+            ..ModelConfig::default()
+        },
+        vmc: VmcConfig {
+            samples: opts.samples,
+            iters: opts.max_iters,
+            lr: opts.lr,
+            optimizer: Optimizer::Adam,
+            seed: opts.seed,
+            ..VmcConfig::default()
+        },
+        device: opts.device.clone(),
+        eval_samples: 4 * opts.samples,
+        checkpoint_every: opts.max_iters,
+        exact: false,
+    };
+    let dev = run::device(&opts.device)?;
+    let new_model = || {
+        MaskedDiffusion::new(
+            lattice,
+            hilbert.local_dim(),
+            Schedule::parse(scheme, lattice)?,
+            cfg.model.clone(),
+            &dev,
+            DType::F32,
+            opts.seed,
+        )
+    };
+    // Timed trial iterations on a throwaway copy fix the iteration count (see the module
+    // documentation); a second one is timed unless the first took an eighth of the budget, as
+    // the first pays for warm-up allocations (often twice the time of the next).
+    if let Some(bar) = bar {
+        bar.set_message(format!(
+            "{} {scheme}: timing a trial iteration",
+            problem.name
+        ));
+    }
+    let per_iter = {
+        let mut trial = Vmc::new(new_model()?, h.as_operator(), cfg.vmc.clone())?;
+        let t = Instant::now();
+        trial.step()?;
+        let first = t.elapsed().as_secs_f64();
+        if first < budget / 8.0 {
+            let t = Instant::now();
+            trial.step()?;
+            t.elapsed().as_secs_f64().min(first)
+        } else {
+            first
+        }
+    };
+    let left = budget - start.elapsed().as_secs_f64();
+    let planned = ((left / per_iter).floor() as usize).clamp(1, opts.max_iters);
+    cfg.vmc.iters = planned;
+    cfg.checkpoint_every = planned;
+
+    let dir = run_dir(runs_dir, &problem.name, scheme);
+    let model = new_model()?;
+    let steps = model.schedule().n_steps();
+    let n_params = model.n_params();
+    let peak_reset = reset_peak_rss();
+    let mut run = Run::create(&dir, cfg, &h, model, p.reference.energy)?;
+    let stop = AtomicBool::new(false);
+    let mut monitor = BudgetMonitor {
+        start,
+        budget,
+        stop: &stop,
+        interrupt,
+        by_budget: false,
+        bar,
+        label: format!("{} {scheme}", problem.name),
+    };
+    let result = run.run(&stop, None, &mut monitor);
+    let peak = peak_rss();
+    let wall = start.elapsed().as_secs_f64();
+    let base = BenchRecord {
+        problem: problem.name.clone(),
+        file: problem.path.clone(),
+        model: problem.model.kind().to_string(),
+        lattice: crate::report::lattice_label(problem),
+        n_sites: lattice.n_sites(),
+        scheme: scheme.to_string(),
+        steps,
+        phase,
+        reference_energy: p.reference.energy,
+        reference_source: p.reference.source,
+        status: String::new(),
+        energy: f64::NAN,
+        energy_error: f64::NAN,
+        relative_error: None,
+        variance: f64::NAN,
+        v_score: f64::NAN,
+        iterations: run.vmc.iter,
+        wall_seconds: wall,
+        seconds_per_iteration: f64::NAN,
+        samples_per_second: f64::NAN,
+        peak_rss_bytes: peak,
+        peak_rss_reset: peak_reset,
+        n_params,
+        samples: opts.samples,
+        run_dir: dir.display().to_string(),
+    };
+    match result {
+        Ok(s) => {
+            let status = if s.status == "finished" {
+                "finished"
+            } else if monitor.by_budget {
+                "budget"
+            } else {
+                "interrupted"
+            };
+            Ok(BenchRecord {
+                status: status.to_string(),
+                energy: s.energy,
+                energy_error: s.energy_error,
+                relative_error: p.reference.energy.map(|e| (s.energy - e) / e.abs()),
+                variance: s.variance,
+                v_score: s.v_score,
+                iterations: s.iterations,
+                seconds_per_iteration: s.seconds_per_iteration,
+                samples_per_second: s.samples_per_second,
+                ..base
+            })
+        }
+        Err(Error::Diverged(_)) => Ok(BenchRecord {
+            status: "diverged".into(),
+            ..base
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Lattice family of a record for the scaling plot: `tfim chain`, `heisenberg square`, ...
+pub fn family(r: &BenchRecord) -> String {
+    let shape = r.lattice.split_whitespace().next().unwrap_or("");
+    format!("{} {shape}", r.model)
+}
