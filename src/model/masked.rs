@@ -553,11 +553,22 @@ impl MaskedDiffusion {
     /// Per-sample gradients of `log p(s_b)` (a `B x n_params` tensor), see
     /// [`MaskedDiffusion::per_sample_grads`].
     pub fn log_prob_jacobian(&self, s: &[u8]) -> Result<Tensor> {
-        let (steps, reps) = self.teacher_forcing_rows(s);
         let k = self.schedule.n_steps();
-        self.per_sample_grads(&reps, &steps, k, |out| {
-            self.select_terms(out, &reps, &steps)
-        })
+        let mut blocks = Vec::new();
+        for chunk in s.chunks(self.samples_per_pass() * self.n) {
+            let (steps, reps) = self.teacher_forcing_rows(chunk);
+            blocks.push(self.per_sample_grads(&reps, &steps, k, |out| {
+                self.select_terms(out, &reps, &steps)
+            })?);
+        }
+        Ok(Tensor::cat(&blocks, 0)?)
+    }
+
+    /// Samples whose teacher-forced rows (`K` per sample) fit in one pass of [`EVAL_ROWS`]
+    /// rows: gradient passes are split into such blocks so that memory stays bounded
+    /// whatever the batch and the number of steps.
+    pub fn samples_per_pass(&self) -> usize {
+        (EVAL_ROWS / self.schedule.n_steps().max(1)).max(1)
     }
 
     /// Per-sample gradients of the learned phase `theta(s_b)` (a `B x n_params` tensor), or
@@ -566,12 +577,15 @@ impl MaskedDiffusion {
         if self.cfg.phase != Phase::Learned {
             return Ok(None);
         }
-        let b = s.len() / self.n;
-        let steps = vec![self.schedule.n_steps(); b];
         let d = self.d;
-        Ok(Some(self.per_sample_grads(s, &steps, 1, |out| {
-            Ok(out.narrow(2, d, 1)?.sum((1, 2))?)
-        })?))
+        let mut blocks = Vec::new();
+        for chunk in s.chunks(EVAL_ROWS * self.n) {
+            let steps = vec![self.schedule.n_steps(); chunk.len() / self.n];
+            blocks.push(self.per_sample_grads(chunk, &steps, 1, |out| {
+                Ok(out.narrow(2, d, 1)?.sum((1, 2))?)
+            })?);
+        }
+        Ok(Some(Tensor::cat(&blocks, 0)?))
     }
 
     /// Every sample repeated once per step, with the step of each row (teacher forcing).

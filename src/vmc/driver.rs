@@ -14,6 +14,7 @@
 //! `theta -= lr dtheta`. Per-sample gradients come from one batched backward pass
 //! ([`MaskedDiffusion::log_prob_jacobian`]).
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
 use nalgebra::{DMatrix, DVector};
 use num_complex::Complex64;
@@ -187,16 +188,7 @@ impl<'a> Vmc<'a> {
         let lr = self.lr_at(t);
         match self.cfg.optimizer {
             Optimizer::Adam => {
-                let dev = self.model.device().clone();
-                let lp = self.model.log_prob(&s)?;
-                let dt = lp.dtype();
-                let wa_t = Tensor::from_vec(wa, b, &dev)?.to_dtype(dt)?;
-                let mut loss = ((lp * wa_t)?.sum_all()? / b as f64)?;
-                if let Some(th) = self.model.learned_phase(&s)? {
-                    let wp_t = Tensor::from_vec(wp, b, &dev)?.to_dtype(dt)?;
-                    loss = (loss + ((th * wp_t)?.sum_all()? * (2.0 / b as f64))?)?;
-                }
-                let grads = loss.backward()?;
+                let grads = self.surrogate_gradient(&s, &wa, &wp)?;
                 self.adam.step(self.model.params(), &grads, lr)?;
             }
             Optimizer::Sr => self.sr_update(&s, &wa, &wp, lr)?,
@@ -216,6 +208,48 @@ impl<'a> Vmc<'a> {
             seconds,
             samples_per_second: b as f64 / seconds,
         })
+    }
+
+    /// Gradient of the surrogate `(1/B) sum_b [wa_b log p_b + 2 wp_b theta_b]`, accumulated
+    /// over blocks of samples ([`MaskedDiffusion::samples_per_pass`]) so that the memory of
+    /// the backward pass stays bounded.
+    pub fn surrogate_gradient(&self, s: &[u8], wa: &[f64], wp: &[f64]) -> Result<GradStore> {
+        let n = self.model.n_sites();
+        let b = wa.len();
+        let per = self.model.samples_per_pass();
+        let dev = self.model.device().clone();
+        let mut total: Option<GradStore> = None;
+        for (c, sc) in s.chunks(per * n).enumerate() {
+            let range = c * per..c * per + sc.len() / n;
+            let lp = self.model.log_prob(sc)?;
+            let dt = lp.dtype();
+            let wa_t =
+                Tensor::from_vec(wa[range.clone()].to_vec(), range.len(), &dev)?.to_dtype(dt)?;
+            let mut loss = ((lp * wa_t)?.sum_all()? / b as f64)?;
+            if let Some(th) = self.model.learned_phase(sc)? {
+                let wp_t = Tensor::from_vec(wp[range.clone()].to_vec(), range.len(), &dev)?
+                    .to_dtype(dt)?;
+                loss = (loss + ((th * wp_t)?.sum_all()? * (2.0 / b as f64))?)?;
+            }
+            let grads = loss.backward()?;
+            total = Some(match total {
+                None => grads,
+                Some(mut acc) => {
+                    for (_, p) in self.model.params() {
+                        let t = p.as_tensor();
+                        if let Some(g) = grads.get(t) {
+                            let sum = match acc.remove(t) {
+                                Some(a) => (a + g)?,
+                                None => g.clone(),
+                            };
+                            acc.insert(t, sum);
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        Ok(total.expect("at least one sample"))
     }
 
     /// minSR update from the per-sample Jacobians (one batched backward pass each). The
