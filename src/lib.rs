@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod exact;
+pub mod field;
 pub mod hilbert;
 pub mod lattice;
 pub mod model;
