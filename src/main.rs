@@ -351,7 +351,10 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
     bars.finish();
     let rep = result?;
     if a.json {
-        println!("{}", serde_json::to_string(&rep).expect("report serialises"));
+        println!(
+            "{}",
+            serde_json::to_string(&rep).expect("report serialises")
+        );
     } else {
         print!("{}", report::sample_text(&rep, &dir));
     }

@@ -235,7 +235,9 @@ impl crate::field::sample::SampleMonitor for SampleProgress {
         if let Some(t) = &self.train {
             t.finish_and_clear();
         }
-        let bar = self.sample.get_or_insert_with(|| Self::bar(total, "sample"));
+        let bar = self
+            .sample
+            .get_or_insert_with(|| Self::bar(total, "sample"));
         bar.set_position(done as u64);
     }
 

@@ -14,5 +14,5 @@ pub mod phi4;
 pub use chain::{run_chain, ChainConfig, ChainResult, Configs, Method};
 pub use observables::{analyse, Analysis, Estimate, Recorder};
 pub mod npy;
-pub mod variational;
 pub mod sample;
+pub mod variational;

@@ -85,7 +85,9 @@ fn check_len(path: &Path, shape: &[usize], len: usize) -> Result<()> {
 /// Reads the header of `.npy` bytes: `(descr, fortran_order, shape, data offset)`, checking
 /// the magic, the version and the padding (used by the tests; a minimal parser of the
 /// dictionaries written here).
-pub fn parse_header(bytes: &[u8]) -> std::result::Result<(String, bool, Vec<usize>, usize), String> {
+pub fn parse_header(
+    bytes: &[u8],
+) -> std::result::Result<(String, bool, Vec<usize>, usize), String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("bad magic".into());
     }
@@ -94,7 +96,7 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<(String, bool, Vec<usiz
     }
     let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let start = 10 + hlen;
-    if start % 64 != 0 {
+    if !start.is_multiple_of(64) {
         return Err(format!("data starts at {start}, not a multiple of 64"));
     }
     let text = std::str::from_utf8(&bytes[10..start]).map_err(|e| e.to_string())?;
@@ -131,7 +133,10 @@ mod tests {
             let h = header(Dtype::F64, &shape);
             assert_eq!(h.len() % 64, 0);
             let (d, f, s, off) = parse_header(&h).unwrap();
-            assert_eq!((d.as_str(), f, s, off), ("<f8", false, shape.clone(), h.len()));
+            assert_eq!(
+                (d.as_str(), f, s, off),
+                ("<f8", false, shape.clone(), h.len())
+            );
         }
         let h = header(Dtype::I8, &[2, 4]);
         assert!(std::str::from_utf8(&h[10..])

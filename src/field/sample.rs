@@ -186,7 +186,12 @@ pub fn run(
                 r.acceptance,
                 r.seconds,
             );
-            rep.status = if r.complete { "finished" } else { "interrupted" }.into();
+            rep.status = if r.complete {
+                "finished"
+            } else {
+                "interrupted"
+            }
+            .into();
             rep.step_size = r.step;
             rep.leapfrog_steps = r.leapfrog_steps;
             rep
@@ -311,7 +316,8 @@ fn run_model(
             let text = fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
             let st: State = serde_json::from_str(&text).map_err(|e| io_err(&state_path, e))?;
             m.model.load(&ck.join("model.safetensors"))?;
-            m.adam.load(m.model.params(), &ck.join("adam.safetensors"))?;
+            m.adam
+                .load(m.model.params(), &ck.join("adam.safetensors"))?;
             m.adam.t = st.adam_t;
             m.iter = st.iter;
             seconds_before = st.seconds;
@@ -343,8 +349,12 @@ fn run_model(
         };
         write_checkpoint(dir, |tmp| {
             m.model.save(&tmp.join("model.safetensors"))?;
-            m.adam.save(m.model.params(), &tmp.join("adam.safetensors"))?;
-            write_atomic(&tmp.join("state.json"), &serde_json::to_vec(&st).expect("state"))
+            m.adam
+                .save(m.model.params(), &tmp.join("adam.safetensors"))?;
+            write_atomic(
+                &tmp.join("state.json"),
+                &serde_json::to_vec(&st).expect("state"),
+            )
         })
     };
     let mut last: Option<TrainStats> = None;
@@ -401,7 +411,12 @@ fn run_model(
     write_samples(dir, lattice, &Configs::Spins(mh.spins.clone()))?;
     let a = analyse(&mh.recorder);
     let mut rep = report_from(problem, cfg, &a, mh.acceptance, mh.seconds);
-    rep.status = if mh.complete { "finished" } else { "interrupted" }.into();
+    rep.status = if mh.complete {
+        "finished"
+    } else {
+        "interrupted"
+    }
+    .into();
     let (ess, ess_err) = stats::ess_with_error(&mh.log_w, 50);
     rep.ess = Some(Estimate::new(ess, ess_err));
     let (lz, lz_err) = stats::log_mean_exp(&mh.log_w);

@@ -215,7 +215,10 @@ impl IsingModel {
                 "the free energy is not finite at training iteration {t}"
             )));
         }
-        let c: Vec<f32> = f.iter().map(|v| ((v - fs.mean) / b as f64) as f32).collect();
+        let c: Vec<f32> = f
+            .iter()
+            .map(|v| ((v - fs.mean) / b as f64) as f32)
+            .collect();
         let c = Tensor::from_vec(c, b, self.model.device())?.to_dtype(lq_t.dtype())?;
         let loss = (lq_t * c)?.sum_all()?;
         let grads = loss.backward()?;
