@@ -337,6 +337,7 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
+    sample::validate(&cfg)?;
     if !a.json {
         eprintln!(
             "rgdiff sample: {} with {}, {} samples, run directory {}",

@@ -125,6 +125,20 @@ pub fn read_config(dir: &Path) -> Result<SampleConfig> {
     serde_json::from_str(&text).map_err(|e| io_err(&path, format!("not a sample run: {e}")))
 }
 
+/// Checks that `cfg` can run: the theory file reads, the method applies to it, and there
+/// are enough samples.
+pub fn validate(cfg: &SampleConfig) -> Result<ClassicalProblem> {
+    let problem = spec::load_classical(Path::new(&cfg.problem))?;
+    cfg.method.check(&problem.theory)?;
+    if cfg.samples < 4 {
+        return Err(Error::Input("--samples must be at least 4".into()));
+    }
+    if cfg.method == Method::Model {
+        Schedule::parse(&cfg.scheme, &problem.lattice)?;
+    }
+    Ok(problem)
+}
+
 /// Runs (or, with `resume`, continues) the sampling run `cfg` in `dir`, writing every file
 /// of the run directory; returns the report also written as `observables.json`.
 pub fn run(
@@ -134,11 +148,7 @@ pub fn run(
     stop: &AtomicBool,
     monitor: &mut dyn SampleMonitor,
 ) -> Result<SampleReport> {
-    let problem = spec::load_classical(Path::new(&cfg.problem))?;
-    cfg.method.check(&problem.theory)?;
-    if cfg.samples < 4 {
-        return Err(Error::Input("--samples must be at least 4".into()));
-    }
+    let problem = validate(cfg)?;
     if !resume && dir.join("config.json").exists() {
         return Err(Error::Input(format!(
             "{} already holds a run; continue it with --resume {0} or choose another --out",
