@@ -20,7 +20,12 @@ use crate::lattice::Lattice;
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Theory {
     /// `E = -J sum_<ij> s_i s_j - h sum_i s_i` at inverse temperature `beta`.
-    Ising { beta: f64, j: f64, h: f64 },
+    Ising {
+        beta: f64,
+        #[serde(rename = "J")]
+        j: f64,
+        h: f64,
+    },
     /// `S = sum_<xy> (phi_x - phi_y)^2 + sum_x [m2 phi_x^2 + lambda phi_x^4]`.
     #[serde(rename = "phi4-classical")]
     Phi4 { m2: f64, lambda: f64 },

@@ -150,19 +150,35 @@ impl IsingModel {
             .collect()
     }
 
-    /// Draws `b` proposals: `(states, log q_sym)` (or `log q` without symmetry).
+    /// Draws `b` proposals: `(states, log q_sym)` (or `log q` without symmetry). `log q(s)`
+    /// of a drawn `s` comes from sampling, so `q_sym` costs one teacher-forced pass for
+    /// `log q(-s)`.
     pub fn propose(&self, b: usize, rng: &mut impl Rng) -> Result<(Vec<u8>, Vec<f64>)> {
         let (mut s, logq) = self.model.sample(b, rng)?;
         if !self.cfg.symmetric {
             return Ok((s, logq));
         }
         let n = self.model.n_sites();
+        let flipped: Vec<u8> = s.iter().map(|v| v ^ 1).collect();
+        let other: Vec<f64> = self
+            .model
+            .log_prob(&flipped)?
+            .to_dtype(DType::F64)?
+            .to_vec1()?;
+        let lq = logq
+            .iter()
+            .zip(&other)
+            .map(|(&a, &f)| {
+                let m = a.max(f);
+                m + ((a - m).exp() + (f - m).exp()).ln() - std::f64::consts::LN_2
+            })
+            .collect();
+        // q_sym(s) = q_sym(-s): flip each proposal with probability 1/2.
         for row in s.chunks_mut(n) {
             if rng.random::<bool>() {
                 row.iter_mut().for_each(|v| *v ^= 1);
             }
         }
-        let lq: Vec<f64> = self.log_q(&s)?.to_dtype(DType::F64)?.to_vec1()?;
         Ok((s, lq))
     }
 
@@ -202,7 +218,15 @@ impl IsingModel {
         let t = self.iter;
         let b = self.cfg.samples.max(2);
         let mut rng = Vmc::rng_for(self.cfg.seed, t);
-        let (s, _) = self.propose(b, &mut rng)?;
+        // Draw from q_sym without its log q (the differentiable pass below computes it).
+        let (mut s, _) = self.model.sample(b, &mut rng)?;
+        if self.cfg.symmetric {
+            for row in s.chunks_mut(self.model.n_sites()) {
+                if rng.random::<bool>() {
+                    row.iter_mut().for_each(|v| *v ^= 1);
+                }
+            }
+        }
         let beta_t = self.beta_at(t);
         let mut spins = Vec::new();
         let e = self.energies(&s, &mut spins);
