@@ -1,5 +1,6 @@
 //! Classical samplers against exact numbers: the Ising model by enumeration (4x4) and by the
-//! transfer matrix (8x8 at beta_c), free phi^4 against its exact propagator, and the
+//! transfer matrix (8x8 at beta_c), free phi^4 against its exact propagator (per mode and the
+//! zero-momentum two-point function G(r)), and the
 //! Schwinger-Dyson identity on an interacting phi^4 ensemble. Fixed seeds; tolerances are
 //! about 4 computed standard deviations, so a wrong chain fails.
 
@@ -180,6 +181,22 @@ fn free_field_two_point_function_is_exact() {
             s.mean,
             s.error
         );
+        // The zero-momentum two-point function: G(r) = (1/L_x) sum_{k_x} cos(k_x r) D(k_x, 0),
+        // D(p) = 1 / (2 (p_hat^2 + m2)).
+        for r in 0..6 {
+            let want: f64 = (0..6)
+                .map(|n| {
+                    let k = 2.0 * std::f64::consts::PI * n as f64 / 6.0;
+                    (k * r as f64).cos() / (2.0 * (4.0 * (k / 2.0).sin().powi(2) + m2))
+                })
+                .sum::<f64>()
+                / 6.0;
+            let (g, e) = (a.two_point.mean[r], a.two_point.error[r]);
+            assert!(
+                (g - want).abs() < 4.0 * e,
+                "{method:?}: G({r}) = {g} +- {e} vs {want}"
+            );
+        }
         // Schwinger-Dyson holds for any action.
         within(&a, "schwinger_dyson", 1.0, 4.0);
     }
