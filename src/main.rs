@@ -122,6 +122,10 @@ struct SampleArgs {
     /// Training iterations between checkpoints.
     #[arg(long, default_value_t = 50)]
     checkpoint_every: usize,
+    /// Stop training after this many iterations of this invocation, with a checkpoint (for
+    /// batch queues); continue later with --resume.
+    #[arg(long)]
+    stop_after: Option<usize>,
     /// Print observables.json on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -348,9 +352,25 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
         );
     }
     let mut bars = report::SampleProgress::new(a.json);
-    let result = sample::run(&cfg, &dir, a.resume.is_some(), &stop, &mut bars);
+    let result = sample::run(
+        &cfg,
+        &dir,
+        a.resume.is_some(),
+        a.stop_after,
+        &stop,
+        &mut bars,
+    );
     bars.finish();
-    let rep = result?;
+    let rep = match result? {
+        sample::Outcome::Done(rep) => rep,
+        sample::Outcome::Paused { iter } => {
+            eprintln!(
+                "training stopped at iteration {iter}; checkpoint written, continue with --resume {}",
+                dir.display()
+            );
+            return Ok(());
+        }
+    };
     if a.json {
         println!(
             "{}",

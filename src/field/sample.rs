@@ -139,15 +139,26 @@ pub fn validate(cfg: &SampleConfig) -> Result<ClassicalProblem> {
     Ok(problem)
 }
 
+/// How a sampling run ended.
+pub enum Outcome {
+    /// Sampled; the report is also in `observables.json`.
+    Done(Box<SampleReport>),
+    /// Training stopped (Ctrl-C or `stop_after`) at this iteration with a checkpoint written;
+    /// continue with `--resume`.
+    Paused { iter: usize },
+}
+
 /// Runs (or, with `resume`, continues) the sampling run `cfg` in `dir`, writing every file
-/// of the run directory; returns the report also written as `observables.json`.
+/// of the run directory. `stop_after` limits the training iterations of this invocation
+/// (for batch queues): the run then pauses with a checkpoint, as if interrupted.
 pub fn run(
     cfg: &SampleConfig,
     dir: &Path,
     resume: bool,
+    stop_after: Option<usize>,
     stop: &AtomicBool,
     monitor: &mut dyn SampleMonitor,
-) -> Result<SampleReport> {
+) -> Result<Outcome> {
     let problem = validate(cfg)?;
     if !resume && dir.join("config.json").exists() {
         return Err(Error::Input(format!(
@@ -162,7 +173,10 @@ pub fn run(
     }
     let lattice = &problem.lattice;
     let mut report = match cfg.method {
-        Method::Model => run_model(cfg, &problem, dir, resume, stop, monitor)?,
+        Method::Model => match run_model(cfg, &problem, dir, resume, stop_after, stop, monitor)? {
+            Outcome::Done(r) => *r,
+            paused => return Ok(paused),
+        },
         _ => {
             let chain_cfg = ChainConfig {
                 method: cfg.method,
@@ -210,7 +224,7 @@ pub fn run(
     report.exact = exact_values(lattice, &problem.theory);
     let json = serde_json::to_vec_pretty(&report).expect("report serialises");
     write_atomic(&dir.join("observables.json"), &json)?;
-    Ok(report)
+    Ok(Outcome::Done(Box::new(report)))
 }
 
 fn report_from(
@@ -300,9 +314,10 @@ fn run_model(
     problem: &ClassicalProblem,
     dir: &Path,
     resume: bool,
+    stop_after: Option<usize>,
     stop: &AtomicBool,
     monitor: &mut dyn SampleMonitor,
-) -> Result<SampleReport> {
+) -> Result<Outcome> {
     let Theory::Ising { beta, j, h } = problem.theory else {
         unreachable!("checked by Method::check")
     };
@@ -368,14 +383,11 @@ fn run_model(
         })
     };
     let mut last: Option<TrainStats> = None;
+    let start = m.iter;
     while m.iter < cfg.train.iters {
-        if stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) || stop_after.is_some_and(|k| m.iter - start >= k) {
             checkpoint(&m, seconds_before + t0.elapsed().as_secs_f64())?;
-            return Err(Error::Input(format!(
-                "interrupted at training iteration {}; checkpoint written, continue with --resume {}",
-                m.iter,
-                dir.display()
-            )));
+            return Ok(Outcome::Paused { iter: m.iter });
         }
         let s = m.train_step()?;
         trace
@@ -434,7 +446,7 @@ fn run_model(
     rep.free_energy_bound = last.map(|s| Estimate::new(s.free_energy, s.free_energy_error));
     rep.training_seconds = training_seconds;
     rep.training_iterations = m.iter;
-    Ok(rep)
+    Ok(Outcome::Done(Box::new(rep)))
 }
 
 /// The default run directory `runs/NAME-METHOD-sSEED`.
