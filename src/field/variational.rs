@@ -34,6 +34,10 @@ use crate::rg::Schedule;
 use crate::vmc::adam::Adam;
 use crate::vmc::Vmc;
 
+/// Largest number of (configuration, step, site) rows of one teacher-forced pass when
+/// evaluating proposals.
+const ROWS_PER_PASS: usize = 1 << 20;
+
 /// Settings of the variational training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -160,11 +164,14 @@ impl IsingModel {
         }
         let n = self.model.n_sites();
         let flipped: Vec<u8> = s.iter().map(|v| v ^ 1).collect();
-        let other: Vec<f64> = self
-            .model
-            .log_prob(&flipped)?
-            .to_dtype(DType::F64)?
-            .to_vec1()?;
+        // Teacher forcing evaluates every step for every configuration: bound the rows
+        // (configurations x steps x sites) of one pass to keep memory flat in the batch size.
+        let per = (ROWS_PER_PASS / (n * self.model.schedule().n_steps())).max(1);
+        let mut other: Vec<f64> = Vec::with_capacity(b);
+        for chunk in flipped.chunks(per * n) {
+            let lp = self.model.log_prob(chunk)?.to_dtype(DType::F64)?;
+            other.extend(lp.to_vec1::<f64>()?);
+        }
         let lq = logq
             .iter()
             .zip(&other)
