@@ -68,18 +68,19 @@ struct SampleArgs {
     /// Reverse-process schedule of the model: rg | rg-colors=K | autoregressive
     #[arg(long, default_value = "rg")]
     scheme: String,
-    /// Training iterations of the model (with --resume: the new total).
+    /// Training iterations of the model (default 100; with --resume: the new total).
     #[arg(long)]
     train_iters: Option<usize>,
     /// Samples per training iteration.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 128)]
     train_samples: usize,
     /// Adam learning rate of the training (cosine decay to a tenth).
     #[arg(long, default_value_t = 1e-2)]
     lr: f64,
-    /// Training iterations over which beta rises from --anneal-start x beta (0: none).
-    #[arg(long, default_value_t = 0)]
-    anneal: usize,
+    /// Training iterations over which beta rises from --anneal-start x beta (default: half
+    /// of the training; 0: none).
+    #[arg(long)]
+    anneal: Option<usize>,
     /// Starting fraction of beta when annealing.
     #[arg(long, default_value_t = 0.3)]
     anneal_start: f64,
@@ -107,6 +108,10 @@ struct SampleArgs {
     /// Model proposals per network call.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Model chain: one single-spin Metropolis sweep after every M independence-MH steps
+    /// (0: pure independence MH). Keeps the chain exploring where the model is poor.
+    #[arg(long, default_value_t = 10)]
+    local_every: usize,
     /// cpu | cuda | cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -275,6 +280,13 @@ fn run(cli: Cli) -> rgdiff::Result<()> {
 }
 
 fn sample(a: SampleArgs) -> rgdiff::Result<()> {
+    // The default network is small: one thread is faster than two for its matrix products
+    // (measured on 8x8: 0.43 s against 0.8 s per training iteration), unless the user says
+    // otherwise. candle reads RAYON_NUM_THREADS itself; it is set here, before any thread
+    // exists.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     use rgdiff::field::sample::{self, SampleConfig};
     use rgdiff::field::variational::TrainConfig;
     use rgdiff::field::{Method, Theory};
@@ -302,6 +314,7 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
                     Theory::Phi4 { .. } => Method::Hmc,
                 },
             };
+            let train_iters = a.train_iters.unwrap_or(100);
             let cfg = SampleConfig {
                 problem: file.display().to_string(),
                 method,
@@ -319,14 +332,15 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
                 },
                 train: TrainConfig {
                     samples: a.train_samples.max(2),
-                    iters: a.train_iters.unwrap_or(200),
+                    iters: train_iters,
                     lr: a.lr,
-                    anneal_iters: a.anneal,
+                    anneal_iters: a.anneal.unwrap_or(train_iters / 2),
                     anneal_start: a.anneal_start,
                     symmetric: !a.no_symmetry,
                     seed: a.seed,
                 },
                 batch: a.batch.max(1),
+                local_every: a.local_every,
                 checkpoint_every: a.checkpoint_every.max(1),
             };
             let dir = a

@@ -58,13 +58,21 @@ fn within(e: Estimate, want: f64, what: &str) {
 /// Runs an MH chain of `m` on 4x4 and checks it against enumeration at `beta`: energy, |M|,
 /// Binder cumulant, and a chi-square of the (bond sum, M) classes on the chain thinned to
 /// nearly independent states. Returns the acceptance.
-fn mh_is_exact(m: &IsingModel, beta: f64, seed: u64) -> f64 {
+fn mh_is_exact(m: &IsingModel, beta: f64, local_every: usize, seed: u64) -> f64 {
     let lat = Lattice::square(4, 4, Boundary::Periodic);
     let ex = ising_enumerate(&lat, beta, 1.0, 0.0);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let stop = AtomicBool::new(false);
     let mh = m
-        .metropolis_hastings(&lat, 40_000, 2000, &mut rng, &mut |_| {}, &stop)
+        .metropolis_hastings(
+            &lat,
+            40_000,
+            2000,
+            local_every,
+            &mut rng,
+            &mut |_| {},
+            &stop,
+        )
         .unwrap();
     assert!(
         mh.acceptance.mean < 0.6,
@@ -122,8 +130,18 @@ fn an_untrained_model_with_metropolis_hastings_is_exact() {
     // chain still mixes within a test's budget; at beta_c its acceptance is 2%).
     let lat = Lattice::square(4, 4, Boundary::Periodic);
     let m = model(&lat, 0.1, false, 3);
-    let acc = mh_is_exact(&m, 0.1, 11);
+    let acc = mh_is_exact(&m, 0.1, 0, 11);
     assert!(acc < 0.5, "not a poor model: acceptance {acc}");
+}
+
+#[test]
+fn an_untrained_model_with_local_sweeps_is_exact_at_beta_c() {
+    // The hybrid chain (independence MH + a Metropolis sweep every 2 steps) with the
+    // untrained, unsymmetrised model, whose pure MH chain at beta_c accepts 2% of proposals.
+    let lat = Lattice::square(4, 4, Boundary::Periodic);
+    let m = model(&lat, BETA_C, false, 3);
+    let acc = mh_is_exact(&m, BETA_C, 2, 17);
+    assert!(acc < 0.1, "not a poor model: acceptance {acc}");
 }
 
 #[test]
@@ -133,7 +151,7 @@ fn a_barely_trained_model_with_metropolis_hastings_is_exact_at_beta_c() {
     for _ in 0..5 {
         m.train_step().unwrap();
     }
-    let acc = mh_is_exact(&m, BETA_C, 13);
+    let acc = mh_is_exact(&m, BETA_C, 0, 13);
     assert!(acc < 0.7, "not a poor model: acceptance {acc}");
 }
 
@@ -161,6 +179,7 @@ fn training_lowers_the_free_energy_and_log_z_is_exact() {
             &lat,
             20_000,
             2000,
+            0,
             &mut rng,
             &mut |_| {},
             &AtomicBool::new(false),

@@ -53,6 +53,10 @@ pub struct SampleConfig {
     pub train: TrainConfig,
     /// Proposals drawn per network call when sampling the model.
     pub batch: usize,
+    /// A single-spin Metropolis sweep after every this many MH steps of the model chain
+    /// (0: pure independence Metropolis-Hastings).
+    #[serde(default)]
+    pub local_every: usize,
     /// Training iterations between checkpoints.
     pub checkpoint_every: usize,
 }
@@ -421,6 +425,7 @@ fn run_model(
         lattice,
         cfg.samples,
         cfg.batch.max(1),
+        cfg.local_every,
         &mut rng,
         &mut |k| monitor.sampling(k, total),
         stop,

@@ -25,6 +25,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::ising::IsingChain;
 use super::observables::{Estimate, Recorder};
 use super::theory::{ising_energy, Neighbours};
 use crate::error::{Error, Result};
@@ -270,12 +271,18 @@ impl IsingModel {
     }
 
     /// Runs an independence MH chain of `proposals` model proposals drawn in batches of
-    /// `batch` with the generator `rng`; records every chain state.
+    /// `batch` with the generator `rng`; records every chain state. With `local_every = m > 0`
+    /// every `m`-th step is followed by one single-spin Metropolis sweep of the current state
+    /// (and one evaluation of its `log q_sym`): both kernels leave `exp(-beta E)` invariant, so
+    /// the composed chain is exact too, and the local sweeps reach configurations the model
+    /// (almost) never proposes, which a pure independence chain can only reach in principle.
+    #[allow(clippy::too_many_arguments)]
     pub fn metropolis_hastings(
         &self,
         lattice: &Lattice,
         proposals: usize,
         batch: usize,
+        local_every: usize,
         rng: &mut impl Rng,
         progress: &mut dyn FnMut(usize),
         stop: &AtomicBool,
@@ -291,6 +298,8 @@ impl IsingModel {
         let mut cur_e = 0.0;
         let mut spins = Vec::new();
         let mut complete = true;
+        let mut local = IsingChain::new(self.nb.clone(), self.beta, self.j, self.h);
+        let mut state_u8 = vec![0u8; n];
         while log_w.len() < proposals {
             if stop.load(Ordering::SeqCst) {
                 complete = false;
@@ -311,6 +320,17 @@ impl IsingModel {
                     cur_e = e[i];
                 }
                 accepted.push(if acc { 1.0 } else { 0.0 });
+                if local_every > 0 && log_w.len().is_multiple_of(local_every) {
+                    local.spins.copy_from_slice(&cur);
+                    local.metropolis_sweep(rng);
+                    cur.copy_from_slice(&local.spins);
+                    cur_e = local.energy();
+                    for (u, &v) in state_u8.iter_mut().zip(&cur) {
+                        *u = u8::from(v < 0);
+                    }
+                    let lq: Vec<f64> = self.log_q(&state_u8)?.to_dtype(DType::F64)?.to_vec1()?;
+                    cur_lw = -self.beta * cur_e - lq[0];
+                }
                 rec.record(&cur, cur_e);
                 chain.extend_from_slice(&cur);
             }
