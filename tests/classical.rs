@@ -6,7 +6,7 @@
 
 use std::sync::atomic::AtomicBool;
 
-use rgdiff::field::exact::{ising_enumerate, ising_transfer_matrix, IsingExact};
+use rgdiff::field::exact::{ising_enumerate, ising_kaufman, ising_transfer_matrix, IsingExact};
 use rgdiff::field::{
     analyse, run_chain, Analysis, ChainConfig, ChainResult, Configs, Method, Theory,
 };
@@ -143,6 +143,19 @@ fn ising_8x8_at_beta_c_matches_the_transfer_matrix() {
         within(&a, "energy_density", e, 4.0);
         within(&a, "m2_density", m2, 4.0);
     }
+}
+
+#[test]
+fn ising_16x16_at_beta_c_matches_kaufman() {
+    let lat = Lattice::square(16, 16, Boundary::Periodic);
+    let (_, e) = ising_kaufman(16, BETA_C, 1.0);
+    let theory = Theory::Ising {
+        beta: BETA_C,
+        j: 1.0,
+        h: 0.0,
+    };
+    let a = analyse(&chain(&lat, theory, Method::Wolff, 10_000, 1).recorder);
+    within(&a, "energy_density", e, 4.0);
 }
 
 #[test]
