@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod error;
 pub mod exact;
+pub mod field;
 pub mod hilbert;
 pub mod lattice;
 pub mod model;

@@ -178,3 +178,136 @@ pub fn summary_text(s: &crate::run::Summary, dir: &std::path::Path) -> String {
     line("run directory", dir.display().to_string());
     out
 }
+
+/// Progress bars of `rgdiff sample`: one for training (free energy, ESS), one for sampling
+/// (hidden when stderr is not a terminal).
+pub struct SampleProgress {
+    train: Option<indicatif::ProgressBar>,
+    sample: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
+
+impl SampleProgress {
+    /// `quiet` hides both bars (for `--json`).
+    pub fn new(quiet: bool) -> Self {
+        SampleProgress {
+            train: None,
+            sample: None,
+            quiet,
+        }
+    }
+
+    fn bar(total: usize, label: &str) -> indicatif::ProgressBar {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{label:<8} {{bar:30}} {{pos}}/{{len}} [{{elapsed}}<{{eta}}] {{msg}}"
+            ))
+            .expect("valid template"),
+        );
+        bar
+    }
+
+    pub fn finish(&self) {
+        for b in self.train.iter().chain(self.sample.iter()) {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl crate::field::sample::SampleMonitor for SampleProgress {
+    fn training(&mut self, s: &crate::field::variational::TrainStats, total: usize) {
+        if self.quiet {
+            return;
+        }
+        let bar = self.train.get_or_insert_with(|| Self::bar(total, "train"));
+        bar.set_message(format!(
+            "F = {:.4} +- {:.4}  beta {:.4}  ESS {:.3}",
+            s.free_energy, s.free_energy_error, s.beta, s.ess
+        ));
+        bar.set_position(s.iter as u64 + 1);
+    }
+
+    fn sampling(&mut self, done: usize, total: usize) {
+        if self.quiet {
+            return;
+        }
+        if let Some(t) = &self.train {
+            t.finish_and_clear();
+        }
+        let bar = self
+            .sample
+            .get_or_insert_with(|| Self::bar(total, "sample"));
+        bar.set_position(done as u64);
+    }
+
+    fn message(&mut self, text: &str) {
+        eprintln!("{text}");
+    }
+}
+
+/// The final report of `rgdiff sample`.
+pub fn sample_text(r: &crate::field::sample::SampleReport, dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<26} {v}\n"));
+    line("status", r.status.clone());
+    line("method", r.method.name().to_string());
+    line("samples", r.samples.to_string());
+    for (k, e) in &r.estimates {
+        let exact = r
+            .exact
+            .get(k)
+            .map_or(String::new(), |x| format!("   (exact {x:.10})"));
+        line(k, format!("{:.8} +- {:.8}{exact}", e.mean, e.error));
+    }
+    line(
+        "acceptance",
+        format!("{:.4} +- {:.4}", r.acceptance.mean, r.acceptance.error),
+    );
+    line(
+        "tau_int |M|, E",
+        format!(
+            "{:.3} +- {:.3}, {:.3} +- {:.3}",
+            r.tau_int.mean, r.tau_int.error, r.tau_int_energy.mean, r.tau_int_energy.error
+        ),
+    );
+    if let Some(e) = r.ess {
+        line("ess fraction", format!("{:.4} +- {:.4}", e.mean, e.error));
+    }
+    if let Some(e) = r.log_z {
+        let exact = r
+            .exact
+            .get("log_z")
+            .map_or(String::new(), |x| format!("   (exact {x:.10})"));
+        line("log Z", format!("{:.8} +- {:.8}{exact}", e.mean, e.error));
+    }
+    if let Some(e) = r.free_energy_bound {
+        line(
+            "F bound (>= -log Z)",
+            format!("{:.6} +- {:.6}", e.mean, e.error),
+        );
+    }
+    if let (Some(s), Some(n)) = (r.step_size, r.leapfrog_steps) {
+        line("hmc step", format!("{s:.5} x {n} leapfrog steps"));
+    } else if let Some(s) = r.step_size {
+        line("local step", format!("{s:.5}"));
+    }
+    if r.training_iterations > 0 {
+        line(
+            "training",
+            format!(
+                "{} iterations, {:.1} s",
+                r.training_iterations, r.training_seconds
+            ),
+        );
+    }
+    line(
+        "sampling",
+        format!(
+            "{:.2} s, {:.0} samples/s, {:.0} independent samples/s",
+            r.sampling_seconds, r.samples_per_second, r.independent_samples_per_second
+        ),
+    );
+    line("run directory", dir.display().to_string());
+    out
+}

@@ -71,7 +71,8 @@ struct State {
     seconds: f64,
 }
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
+/// An I/O error naming `path`.
+pub fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io {
         file: path.display().to_string(),
         message: e.to_string(),
@@ -85,6 +86,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
     f.sync_all().map_err(|e| io_err(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// Writes a checkpoint of the run in `dir`: `write` fills `DIR/checkpoint.tmp/`, which is
+/// then swapped in for `DIR/checkpoint/` by renames (the old one is kept as
+/// `checkpoint.old/` until the new one is in place), so an interruption never leaves a
+/// half-written checkpoint.
+pub fn write_checkpoint(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = dir.join("checkpoint.tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+    write(&tmp)?;
+    let cur = dir.join("checkpoint");
+    let old = dir.join("checkpoint.old");
+    let _ = fs::remove_dir_all(&old);
+    if cur.exists() {
+        fs::rename(&cur, &old).map_err(|e| io_err(&cur, e))?;
+    }
+    fs::rename(&tmp, &cur).map_err(|e| io_err(&cur, e))?;
+    let _ = fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// The checkpoint directory to resume from: `DIR/checkpoint/`, or `DIR/checkpoint.old/` when
+/// an interruption fell between the two renames of [`write_checkpoint`].
+pub fn checkpoint_to_read(dir: &Path) -> PathBuf {
+    let ck = dir.join("checkpoint");
+    if !ck.exists() && dir.join("checkpoint.old").exists() {
+        dir.join("checkpoint.old")
+    } else {
+        ck
+    }
 }
 
 /// Parses `cpu`, `cuda` or `cuda:i`.
@@ -224,10 +256,7 @@ impl<'a> Run<'a> {
         model: MaskedDiffusion,
         exact_energy: Option<f64>,
     ) -> Result<Self> {
-        let mut ck = dir.join("checkpoint");
-        if !ck.exists() && dir.join("checkpoint.old").exists() {
-            ck = dir.join("checkpoint.old");
-        }
+        let ck = checkpoint_to_read(dir);
         let mut vmc = Vmc::new(model, h.as_operator(), cfg.vmc.clone())?;
         let state_path = ck.join("state.json");
         let (iter, seconds) = if state_path.exists() {
@@ -269,31 +298,21 @@ impl<'a> Run<'a> {
 
     /// Writes the current state as the checkpoint (atomically).
     pub fn checkpoint(&self, seconds: f64) -> Result<()> {
-        let tmp = self.dir.join("checkpoint.tmp");
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
-        self.vmc.model.save(&tmp.join("model.safetensors"))?;
-        self.vmc
-            .adam
-            .save(self.vmc.model.params(), &tmp.join("adam.safetensors"))?;
         let st = State {
             iter: self.vmc.iter,
             adam_t: self.vmc.adam.t,
             seconds,
         };
-        write_atomic(
-            &tmp.join("state.json"),
-            &serde_json::to_vec(&st).expect("state"),
-        )?;
-        let cur = self.dir.join("checkpoint");
-        let old = self.dir.join("checkpoint.old");
-        let _ = fs::remove_dir_all(&old);
-        if cur.exists() {
-            fs::rename(&cur, &old).map_err(|e| io_err(&cur, e))?;
-        }
-        fs::rename(&tmp, &cur).map_err(|e| io_err(&cur, e))?;
-        let _ = fs::remove_dir_all(&old);
-        Ok(())
+        write_checkpoint(&self.dir, |tmp| {
+            self.vmc.model.save(&tmp.join("model.safetensors"))?;
+            self.vmc
+                .adam
+                .save(self.vmc.model.params(), &tmp.join("adam.safetensors"))?;
+            write_atomic(
+                &tmp.join("state.json"),
+                &serde_json::to_vec(&st).expect("state"),
+            )
+        })
     }
 
     /// Runs the remaining iterations, checkpointing as configured; stops early (with a valid

@@ -8,6 +8,7 @@
 //!
 //! [model]
 //! kind = "tfim"            # "tfim" | "heisenberg" | "xxz" | "j1j2" | "phi4" | "terms"
+//!                          # classical: "ising" | "phi4-classical"
 //! J = 1.0
 //! h = 0.5
 //! ```
@@ -20,6 +21,14 @@
 //! - `phi4`: `m2`, `lambda`, `cutoff` (integer, 2..=255) required; `omega` optional (> 0),
 //!   default `sqrt(m2 + 2 dim)` when that is positive and 1 otherwise (`dim` = 1 for a chain,
 //!   2 for a square).
+//! - `ising` (classical): `beta` (>= 0) and `J` required, `h` optional (default 0);
+//!   `E = -J sum_<ij> s_i s_j - h sum_i s_i`, weight `exp(-beta E)`.
+//! - `phi4-classical`: `m2`, `lambda` (>= 0; `m2 > 0` when `lambda = 0`);
+//!   `S = sum_<xy> (phi_x - phi_y)^2 + sum_x [m2 phi_x^2 + lambda phi_x^4]`, weight `exp(-S)`.
+//!
+//! [`load`]/[`parse`] read Hamiltonians and refuse classical theories at `model.kind` (and
+//! [`load_classical`]/[`parse_classical`] the reverse), so `rgdiff exact` on an Ising file and
+//! `rgdiff sample` on a TFIM file both say which command to use.
 //! - `terms`: one `[[model.term]]` table per term, with `ops = ["Z", "Z"]` (spin operators
 //!   `X Y Z Sp Sm Sz` or oscillator operators `a adag n phi pi`, never both in one model),
 //!   `on = "bonds" | "next-bonds" | "sites" | [[0, 1], ...]` and optional `coeff = -1.0` or
@@ -39,6 +48,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::field::Theory;
 use crate::hilbert::LocalSpace;
 use crate::lattice::{Boundary, Lattice, Shape};
 use crate::operator::local_ops::LocalOp;
@@ -62,18 +72,102 @@ pub struct Problem {
     pub model: Model,
 }
 
-/// Reads and checks the problem file at `path`.
-pub fn load(path: &Path) -> Result<Problem> {
+/// A checked classical theory file (`kind = "ising"` or `kind = "phi4-classical"`).
+#[derive(Clone, Debug)]
+pub struct ClassicalProblem {
+    /// The file as named by the caller.
+    pub path: String,
+    /// The file stem, used to name outputs.
+    pub name: String,
+    pub lattice: Lattice,
+    pub theory: Theory,
+}
+
+/// Either kind of problem file.
+#[derive(Clone, Debug)]
+pub enum AnyProblem {
+    /// A Hamiltonian (`rgdiff exact`, `rgdiff ground-state`).
+    Quantum(Problem),
+    /// A classical lattice theory (`rgdiff sample`).
+    Classical(ClassicalProblem),
+}
+
+fn read_text(path: &Path) -> Result<(String, String)> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
         file: file.clone(),
         message: format!("cannot read problem file: {e}"),
     })?;
+    Ok((text, file))
+}
+
+/// Reads and checks the Hamiltonian file at `path` (a classical theory is refused).
+pub fn load(path: &Path) -> Result<Problem> {
+    let (text, file) = read_text(path)?;
     parse(&text, &file)
 }
 
-/// Checks the problem file contents `text`; `file` names it in messages and in [`Problem`].
+/// Reads and checks the classical theory file at `path` (a Hamiltonian is refused).
+pub fn load_classical(path: &Path) -> Result<ClassicalProblem> {
+    let (text, file) = read_text(path)?;
+    parse_classical(&text, &file)
+}
+
+/// Checks the Hamiltonian file contents `text`; `file` names it in messages and in [`Problem`].
+/// A classical theory is refused with an error at `model.kind` that names `rgdiff sample`.
 pub fn parse(text: &str, file: &str) -> Result<Problem> {
+    match parse_any(text, file)? {
+        AnyProblem::Quantum(p) => Ok(p),
+        AnyProblem::Classical(c) => Err(wrong_family(
+            text,
+            file,
+            &format!(
+                "{:?} is a classical lattice theory, not a Hamiltonian; sample it with \
+                 `rgdiff sample {file}`",
+                c.theory.kind()
+            ),
+        )),
+    }
+}
+
+/// Checks a classical theory file; a Hamiltonian is refused with an error at `model.kind`.
+pub fn parse_classical(text: &str, file: &str) -> Result<ClassicalProblem> {
+    match parse_any(text, file)? {
+        AnyProblem::Classical(c) => Ok(c),
+        AnyProblem::Quantum(p) => Err(wrong_family(
+            text,
+            file,
+            &format!(
+                "{:?} is a quantum Hamiltonian; `rgdiff sample` needs a classical theory \
+                 (kind = \"ising\" or \"phi4-classical\"); solve this file with `rgdiff exact` \
+                 or `rgdiff ground-state`",
+                p.model.kind()
+            ),
+        )),
+    }
+}
+
+/// An error at the `model.kind` key of a file already known to parse.
+fn wrong_family(text: &str, file: &str, message: &str) -> Error {
+    let cx = Cx { text, file };
+    let at = DeTable::parse(text)
+        .ok()
+        .and_then(|doc| {
+            let root = doc.get_ref();
+            let (_, model) = root.iter().find(|(k, _)| k.get_ref() == "model")?;
+            let DeValue::Table(t) = model.get_ref() else {
+                return None;
+            };
+            t.iter()
+                .find(|(k, _)| k.get_ref() == "kind")
+                .map(|(k, _)| k.span().start)
+        })
+        .unwrap_or(0);
+    cx.err(at, "model.kind", message)
+}
+
+/// Checks a problem file of either family.
+pub fn parse_any(text: &str, file: &str) -> Result<AnyProblem> {
     let cx = Cx { text, file };
     let doc = DeTable::parse(text).map_err(|e| cx.syntax(&e))?;
     let root = Section {
@@ -85,7 +179,21 @@ pub fn parse(text: &str, file: &str) -> Result<Problem> {
     let lat = root.subtable(&cx, "lattice", "a problem file needs a [lattice] table")?;
     let (lattice, size_at) = read_lattice(&cx, &lat)?;
     let model_sec = root.subtable(&cx, "model", "a problem file needs a [model] table")?;
-    let model = read_model(&cx, &model_sec, &lattice)?;
+    let name = Path::new(file)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file.to_string());
+    let model = match read_model(&cx, &model_sec, &lattice)? {
+        Kind::Quantum(m) => m,
+        Kind::Classical(theory) => {
+            return Ok(AnyProblem::Classical(ClassicalProblem {
+                path: file.to_string(),
+                name,
+                lattice,
+                theory,
+            }))
+        }
+    };
     let n = lattice.n_sites();
     if model.local_space() == LocalSpace::Spin && n > MAX_SPIN_SITES {
         return Err(cx.err(
@@ -97,16 +205,12 @@ pub fn parse(text: &str, file: &str) -> Result<Problem> {
             ),
         ));
     }
-    let name = Path::new(file)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| file.to_string());
-    Ok(Problem {
+    Ok(AnyProblem::Quantum(Problem {
         path: file.to_string(),
         name,
         lattice,
         model,
-    })
+    }))
 }
 
 /// 1-based line of the byte `offset` in `text`.
@@ -454,7 +558,7 @@ struct KindKeys {
     optional: &'static [&'static str],
 }
 
-const KINDS: [KindKeys; 6] = [
+const KINDS: [KindKeys; 8] = [
     KindKeys {
         name: "tfim",
         required: &["J", "h"],
@@ -485,7 +589,23 @@ const KINDS: [KindKeys; 6] = [
         required: &["term"],
         optional: &["cutoff", "omega"],
     },
+    KindKeys {
+        name: "ising",
+        required: &["beta", "J"],
+        optional: &["h"],
+    },
+    KindKeys {
+        name: "phi4-classical",
+        required: &["m2", "lambda"],
+        optional: &[],
+    },
 ];
+
+/// A quantum Hamiltonian or a classical theory.
+enum Kind {
+    Quantum(Model),
+    Classical(Theory),
+}
 
 impl KindKeys {
     fn all(&self) -> Vec<&'static str> {
@@ -503,7 +623,7 @@ fn and_list(items: &[&str]) -> String {
 }
 
 /// Reads `[model]` for `lattice`.
-fn read_model(cx: &Cx, sec: &Section, lattice: &Lattice) -> Result<Model> {
+fn read_model(cx: &Cx, sec: &Section, lattice: &Lattice) -> Result<Kind> {
     let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
     let kind_v = sec.require(
         cx,
@@ -527,7 +647,10 @@ fn read_model(cx: &Cx, sec: &Section, lattice: &Lattice) -> Result<Model> {
     let num = |key: &str| -> Result<f64> {
         Ok(sec.number(cx, key)?.expect("required keys were checked"))
     };
-    Ok(match kind {
+    if kind == "ising" || kind == "phi4-classical" {
+        return read_classical(cx, sec, kind).map(Kind::Classical);
+    }
+    Ok(Kind::Quantum(match kind {
         "tfim" => Model::Tfim {
             j: num("J")?,
             h: num("h")?,
@@ -545,7 +668,49 @@ fn read_model(cx: &Cx, sec: &Section, lattice: &Lattice) -> Result<Model> {
         },
         "phi4" => read_phi4(cx, sec, lattice.dim())?,
         _ => read_terms(cx, sec, lattice.n_sites())?,
-    })
+    }))
+}
+
+/// `ising` (`beta >= 0`, `J`, optional `h`) or `phi4-classical` (`m2`, `lambda >= 0`, and
+/// `m2 > 0` when `lambda = 0`, so that `exp(-S)` is normalisable).
+fn read_classical(cx: &Cx, sec: &Section, kind: &str) -> Result<Theory> {
+    let num = |key: &str| -> Result<f64> { Ok(sec.number(cx, key)?.expect("required")) };
+    let at = |key: &str| sec.get(key).map_or(sec.at, |v| v.span().start);
+    if kind == "ising" {
+        let beta = num("beta")?;
+        if beta < 0.0 {
+            return Err(cx.err(
+                at("beta"),
+                "model.beta",
+                format!("beta (the inverse temperature) must be >= 0, found {beta}"),
+            ));
+        }
+        return Ok(Theory::Ising {
+            beta,
+            j: num("J")?,
+            h: sec.number(cx, "h")?.unwrap_or(0.0),
+        });
+    }
+    let m2 = num("m2")?;
+    let lambda = num("lambda")?;
+    if lambda < 0.0 {
+        return Err(cx.err(
+            at("lambda"),
+            "model.lambda",
+            format!("lambda must be >= 0 (exp(-S) is not normalisable otherwise), found {lambda}"),
+        ));
+    }
+    if lambda == 0.0 && m2 <= 0.0 {
+        return Err(cx.err(
+            at("m2"),
+            "model.m2",
+            format!(
+                "with lambda = 0 the theory is Gaussian and needs m2 > 0 (exp(-S) is not \
+                 normalisable otherwise), found {m2}"
+            ),
+        ));
+    }
+    Ok(Theory::Phi4 { m2, lambda })
 }
 
 /// Unknown keys of `[model]`, naming the kind's keys and the kinds a stray key belongs to.

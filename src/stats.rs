@@ -164,6 +164,38 @@ pub fn ess_fraction(log_w: &[f64]) -> f64 {
     s * s / (w.len() as f64 * s2)
 }
 
+/// Statistical error of [`tau_int`] by Sokal's estimate `tau sqrt(2 (2 W + 1) / n)`.
+pub fn tau_int_error(tau: f64, window: usize, n: usize) -> f64 {
+    tau * (2.0 * (2 * window + 1) as f64 / n.max(1) as f64).sqrt()
+}
+
+/// Effective independent samples per second: `n / (2 tau_int) / seconds`.
+pub fn independent_per_second(n: usize, tau_int: f64, seconds: f64) -> f64 {
+    n as f64 / (2.0 * tau_int.max(0.5)) / seconds.max(1e-12)
+}
+
+/// `log mean exp(log_w)` with its error by the delta method,
+/// `sqrt(Var(w) / n) / mean(w)` (computed relative to the largest weight, so no overflow):
+/// the estimate of `log Z` from importance weights `w = exp(-S) / q`.
+pub fn log_mean_exp(log_w: &[f64]) -> (f64, f64) {
+    let n = log_w.len();
+    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = log_w.iter().map(|l| (l - max).exp()).collect();
+    let m = mean(&w);
+    let v = variance(&w, m);
+    (max + m.ln(), (v / n as f64).sqrt() / m)
+}
+
+/// Effective sample size fraction [`ess_fraction`] with a jackknife error over `n_blocks`
+/// blocks.
+pub fn ess_with_error(log_w: &[f64], n_blocks: usize) -> (f64, f64) {
+    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = log_w.iter().map(|l| (l - max).exp()).collect();
+    let w2: Vec<f64> = w.iter().map(|v| v * v).collect();
+    let (_, err) = jackknife(&[&w, &w2], n_blocks, |m| m[0] * m[0] / m[1]);
+    (ess_fraction(log_w), err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +256,28 @@ mod tests {
         let ones = vec![1.0; x.len()];
         let (r, er) = jackknife(&[&x2, &ones], 50, |m| m[0] / m[1]);
         assert!((r - 1.0).abs() < 4.0 * er, "{r} +- {er}");
+    }
+
+    #[test]
+    fn log_mean_exp_of_lognormal_weights() {
+        // w = exp(g), g ~ N(0, s^2): E w = exp(s^2 / 2).
+        let s = 0.5;
+        let g: Vec<f64> = ar1(0.0, 100_000, 5)
+            .iter()
+            .map(|x| s * x + 1000.0)
+            .collect();
+        let (lz, err) = log_mean_exp(&g);
+        assert!(err > 0.0 && err < 0.01);
+        assert!(
+            (lz - (1000.0 + s * s / 2.0)).abs() < 4.0 * err,
+            "{lz} +- {err}"
+        );
+        let (ess, e_err) = ess_with_error(&g, 50);
+        // ESS fraction of lognormal weights: exp(-s^2).
+        assert!(
+            (ess - (-s * s).exp()).abs() < 4.0 * e_err + 1e-3,
+            "{ess} +- {e_err}"
+        );
     }
 
     #[test]

@@ -239,7 +239,7 @@ fn unknown_kind_from_a_file() {
         &path.display().to_string(),
         7,
         "model.kind",
-        "unknown model kind \"ising\"; expected one of: tfim, heisenberg",
+        "unknown model kind \"potts\"; expected one of: tfim, heisenberg",
     );
 }
 
@@ -627,4 +627,161 @@ fn good_file_still_loads() {
     assert_eq!(p.name, "ising8");
     assert_eq!(p.path, path.display().to_string());
     assert_eq!(p.lattice.n_sites(), 8);
+}
+
+// --- classical theories --------------------------------------------------------------------------
+
+fn refused_classical<S: AsRef<str>>(lines: &[S], line: usize, field: &str, phrase: &str) {
+    let text = doc(lines);
+    match rgdiff::spec::parse_classical(&text, "bad.toml") {
+        Ok(p) => panic!("accepted a bad file: {:?}\n{text}", p.theory),
+        Err(e) => assert_spec(e, "bad.toml", line, field, phrase),
+    }
+}
+
+#[test]
+fn classical_theories_parse() {
+    use rgdiff::field::Theory;
+    let p = rgdiff::spec::parse_classical(
+        &doc(&on_chain(&[
+            "[model]",
+            "kind = \"ising\"",
+            "beta = 0.5",
+            "J = 1",
+        ])),
+        "i.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        p.theory,
+        Theory::Ising {
+            beta: 0.5,
+            j: 1.0,
+            h: 0.0
+        }
+    );
+    let p = rgdiff::spec::parse_classical(
+        &doc(&on_chain(&[
+            "[model]",
+            "kind = \"phi4-classical\"",
+            "m2 = -4",
+            "lambda = 8",
+        ])),
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        p.theory,
+        Theory::Phi4 {
+            m2: -4.0,
+            lambda: 8.0
+        }
+    );
+    // Classical lattices are not limited to 64 sites.
+    let big = "[lattice]\nshape = \"square\"\nsize = [32, 32]\n[model]\nkind = \"ising\"\nbeta = 0.4\nJ = 1\nh = 0.1\n";
+    assert_eq!(
+        rgdiff::spec::parse_classical(big, "b.toml")
+            .unwrap()
+            .lattice
+            .n_sites(),
+        1024
+    );
+}
+
+#[test]
+fn shipped_classical_files_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hamiltonians");
+    for name in [
+        "ising_square_8",
+        "ising_square_16",
+        "phi4_square_8",
+        "phi4_square_6_critical",
+        "phi4_square_8_critical",
+        "phi4_square_10_critical",
+        "phi4_square_12_critical",
+        "phi4_square_14_critical",
+    ] {
+        let p = rgdiff::spec::load_classical(&dir.join(format!("{name}.toml"))).unwrap();
+        assert_eq!(p.name, name);
+    }
+}
+
+#[test]
+fn classical_keys_are_checked() {
+    refused_classical(
+        &on_chain(&["[model]", "kind = \"ising\"", "J = 1"]),
+        4,
+        "model.beta",
+        "missing; the ising model needs beta and J",
+    );
+    refused_classical(
+        &on_chain(&["[model]", "kind = \"ising\"", "beta = 0.4", "J = 1", "lambda = 1"]),
+        8,
+        "model.lambda",
+        "unknown key for a ising model; expected one of: beta, J, h (lambda belongs to the phi4 and phi4-classical models)",
+    );
+    refused_classical(
+        &on_chain(&[
+            "[model]",
+            "kind = \"phi4-classical\"",
+            "m2 = 1",
+            "lambda = -1",
+        ]),
+        7,
+        "model.lambda",
+        "lambda must be >= 0",
+    );
+    refused_classical(
+        &on_chain(&["[model]", "kind = \"ising\"", "beta = \"hot\"", "J = 1"]),
+        6,
+        "model.beta",
+        "expected a number, found a string (\"hot\")",
+    );
+}
+
+#[test]
+fn classical_files_with_bad_values() {
+    let path = bad_file("ising_negative_beta.toml");
+    let err = rgdiff::spec::load_classical(&path).unwrap_err();
+    assert_spec(
+        err,
+        &path.display().to_string(),
+        8,
+        "model.beta",
+        "beta (the inverse temperature) must be >= 0, found -0.44",
+    );
+    let path = bad_file("phi4_unbounded.toml");
+    let err = rgdiff::spec::load_classical(&path).unwrap_err();
+    assert_spec(
+        err,
+        &path.display().to_string(),
+        8,
+        "model.m2",
+        "with lambda = 0 the theory is Gaussian and needs m2 > 0",
+    );
+}
+
+#[test]
+fn quantum_and_classical_files_name_the_right_command() {
+    let ising = doc(&on_chain(&[
+        "[model]",
+        "kind = \"ising\"",
+        "beta = 0.4",
+        "J = 1",
+    ]));
+    match parse(&ising, "c.toml") {
+        Err(e) => assert_spec(e, "c.toml", 5, "model.kind", "\"ising\" is a classical lattice theory, not a Hamiltonian; sample it with `rgdiff sample c.toml`"),
+        Ok(_) => panic!("a classical theory was accepted as a Hamiltonian"),
+    }
+    let tfim = doc(&on_chain(&["[model]", "kind = \"tfim\"", "J = 1", "h = 1"]));
+    match rgdiff::spec::parse_classical(&tfim, "q.toml") {
+        Err(e) => assert_spec(
+            e,
+            "q.toml",
+            5,
+            "model.kind",
+            "\"tfim\" is a quantum Hamiltonian; `rgdiff sample` needs a classical theory",
+        ),
+        Ok(_) => panic!("a Hamiltonian was accepted as a classical theory"),
+    }
 }

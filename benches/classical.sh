@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Figures of merit of `rgdiff sample` (README, "Classical sampling"): Markov-chain baselines
+# on the Ising model at beta_c and the phi^4 ensembles, then the masked diffusion on Ising.
+# Usage: benches/classical.sh [OUTDIR]   (release build; prints one table row per run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/bench-classical}
+BIN=target/release/rgdiff
+export RAYON_NUM_THREADS=1
+mkdir -p "$OUT"
+row() { # name, method, extra args...
+  local file=$1 method=$2; shift 2
+  local dir="$OUT/$(basename "$file" .toml)-$method"
+  rm -rf "$dir"
+  "$BIN" sample "$file" --method "$method" --out "$dir" --json "$@" >"$dir.json"
+  python3 - "$dir.json" "$file" "$method" <<'PY'
+import json, sys
+v = json.load(open(sys.argv[1]))
+g = lambda k: v[k]["mean"] if k in v else float("nan")
+ess = f'{v["ess"]["mean"]:.3f}' if "ess" in v else "-"
+lz = f'{v["log_z"]["mean"]:.4f}({1e4*v["log_z"]["error"]:.0f})' if "log_z" in v else "-"
+print(f'| {sys.argv[2].split("/")[-1][:-5]} | {sys.argv[3]} | {v["samples"]} | {g("acceptance"):.3f} | {ess} '
+      f'| {v["tau_int"]["mean"]:.1f} | {v["tau_int_energy"]["mean"]:.1f} | {v["samples_per_second"]:.0f} '
+      f'| {v["independent_samples_per_second"]:.0f} | {v["training_seconds"]:.0f} '
+      f'| {g("energy_density"):.4f}({1e4*v["energy_density"]["error"]:.0f}) | {g("abs_magnetization"):.4f} | {lz} |')
+PY
+}
+echo "| file | method | samples | acceptance | ESS | tau_int abs M | tau_int E | samples/s | indep./s | training s | E/N or S/N (err 1e-4) | abs M/N | log Z |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+for L in 8 16 32; do
+  row hamiltonians/ising_square_$L.toml wolff --samples 20000
+  row hamiltonians/ising_square_$L.toml metropolis --samples 20000
+done
+for f in phi4_square_8 phi4_square_6_critical phi4_square_8_critical phi4_square_10_critical \
+         phi4_square_12_critical phi4_square_14_critical; do
+  for m in hmc metropolis wolff; do
+    row hamiltonians/$f.toml $m --samples 20000
+  done
+done
+if [ "${MODEL:-1}" = 1 ]; then
+  row hamiltonians/ising_square_8.toml model --samples 20000
+  row hamiltonians/ising_square_8.toml model --samples 20000 --local-every 0
+  row hamiltonians/ising_square_16.toml model --train-iters 150 --samples 10000
+  row hamiltonians/ising_square_16.toml model --train-iters 150 --samples 10000 --local-every 0
+fi

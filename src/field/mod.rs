@@ -1,0 +1,18 @@
+//! Classical lattice field theories: actions, Markov-chain baselines, observables, exact
+//! references, and the RG masked diffusion as an exact (Metropolis-Hastings / importance
+//! weighted) sampler.
+
+pub mod theory;
+
+pub use theory::{Neighbours, Theory};
+pub mod chain;
+pub mod exact;
+pub mod ising;
+pub mod observables;
+pub mod phi4;
+
+pub use chain::{run_chain, ChainConfig, ChainResult, Configs, Method};
+pub use observables::{analyse, Analysis, Estimate, Recorder};
+pub mod npy;
+pub mod sample;
+pub mod variational;

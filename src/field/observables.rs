@@ -1,0 +1,262 @@
+//! Observables of classical fields with error bars (conventions.md, classical part).
+//!
+//! Per configuration ([`Recorder::record`]): the magnetisation `M = sum_x phi_x`, the energy
+//! (Ising `E`) or action (phi^4 `S`), `F = |phi~(k_min)|^2` with
+//! `phi~(k) = N^{-1/2} sum_x e^{-i k x} phi_x` and `k_min = 2 pi / L_x` along x (averaged with
+//! the y direction on an `L x L` square), and the zero-momentum row products
+//! `C(r) = (1/N) sum_x P_x P_{x+r}` of the row sums `P_x = sum_y phi_{x,y}` (a chain has
+//! `P_x = phi_x`).
+//!
+//! From a series of configurations ([`analyse`]):
+//! - `abs_magnetization` `<|M|>/N`, `magnetization` `<M>/N`;
+//! - `susceptibility` `chi = (<M^2> - <|M|>^2)/N` (finite-volume convention: `<|M|>`
+//!   because `<M> = 0` exactly by symmetry);
+//! - `binder` `U4 = 1 - <M^4>/(3 <M^2>^2)`;
+//! - `energy_density` `<E>/N` (Ising) or `<S>/N` (phi^4);
+//! - the connected zero-momentum two-point function
+//!   `G(r) = <C(r)> - <M>^2/(L_x N)`, whose sum over `r` is `(<M^2> - <M>^2)/N`;
+//! - the second-moment correlation length `xi_2 = sqrt(chi_0/F - 1) / (2 sin(pi/L_x))`,
+//!   `chi_0 = <M^2>/N`, `F = <|phi~(k_min)|^2>`;
+//! - `tau_int` of `|M|` and of the energy, by Sokal's automatic window.
+//!
+//! Means of single series carry `sqrt(2 tau_int var / n)` errors; functions of several means
+//! (susceptibility, Binder, G, xi) carry jackknife errors over blocks much longer than
+//! `tau_int`.
+
+use std::collections::BTreeMap;
+use std::f64::consts::PI;
+
+use serde::Serialize;
+
+use crate::lattice::Lattice;
+use crate::stats;
+
+/// A Monte Carlo estimate as written to `observables.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Estimate {
+    pub mean: f64,
+    pub error: f64,
+}
+
+impl Estimate {
+    pub fn new(mean: f64, error: f64) -> Self {
+        Estimate { mean, error }
+    }
+
+    /// `|mean - want| / error` (in standard deviations).
+    pub fn pull(&self, want: f64) -> f64 {
+        (self.mean - want).abs() / self.error.max(1e-300)
+    }
+}
+
+/// The two-point function `G(r)`, `r = 0 .. L_x - 1`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TwoPoint {
+    pub r: Vec<usize>,
+    pub mean: Vec<f64>,
+    pub error: Vec<f64>,
+}
+
+/// Everything [`analyse`] estimates.
+#[derive(Clone, Debug, Serialize)]
+pub struct Analysis {
+    /// Named estimates (`abs_magnetization`, `susceptibility`, ...).
+    pub estimates: BTreeMap<String, Estimate>,
+    pub two_point: TwoPoint,
+    /// `tau_int` of `|M|` (the slowest of the recorded series for these chains).
+    pub tau_int: Estimate,
+    pub tau_int_energy: Estimate,
+    pub samples: usize,
+}
+
+/// Per-configuration measurements of a series of configurations.
+pub struct Recorder {
+    lx: usize,
+    ly: usize,
+    square: bool,
+    pub m: Vec<f64>,
+    pub energy: Vec<f64>,
+    pub f_kmin: Vec<f64>,
+    /// `(1/V) sum_x phi_x dS/dphi_x` (phi^4 only).
+    pub schwinger_dyson: Vec<f64>,
+    corr: Vec<f64>,
+    rows: Vec<f64>,
+    cos_x: Vec<f64>,
+    sin_x: Vec<f64>,
+    cos_y: Vec<f64>,
+    sin_y: Vec<f64>,
+}
+
+impl Recorder {
+    pub fn new(lattice: &Lattice) -> Self {
+        let [lx, ly] = lattice.extent();
+        let phase = |l: usize| -> (Vec<f64>, Vec<f64>) {
+            (0..l)
+                .map(|x| {
+                    let a = 2.0 * PI * x as f64 / l as f64;
+                    (a.cos(), a.sin())
+                })
+                .unzip()
+        };
+        let (cos_x, sin_x) = phase(lx);
+        let (cos_y, sin_y) = phase(ly);
+        Recorder {
+            lx,
+            ly,
+            square: ly > 1 && lx == ly,
+            m: Vec::new(),
+            energy: Vec::new(),
+            f_kmin: Vec::new(),
+            schwinger_dyson: Vec::new(),
+            corr: Vec::new(),
+            rows: vec![0.0; lx],
+            cos_x,
+            sin_x,
+            cos_y,
+            sin_y,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.m.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.m.is_empty()
+    }
+
+    /// Records one configuration `phi` (row-major, site `x + L_x y`) with its energy.
+    pub fn record<T: Copy + Into<f64>>(&mut self, phi: &[T], energy: f64) {
+        let (lx, ly) = (self.lx, self.ly);
+        let n = (lx * ly) as f64;
+        self.rows.fill(0.0);
+        let (mut cy, mut sy) = (0.0, 0.0);
+        for y in 0..ly {
+            let mut line = 0.0;
+            for x in 0..lx {
+                let v: f64 = phi[x + lx * y].into();
+                self.rows[x] += v;
+                line += v;
+            }
+            cy += self.cos_y[y] * line;
+            sy += self.sin_y[y] * line;
+        }
+        let m: f64 = self.rows.iter().sum();
+        let (mut cx, mut sx) = (0.0, 0.0);
+        for x in 0..lx {
+            cx += self.cos_x[x] * self.rows[x];
+            sx += self.sin_x[x] * self.rows[x];
+        }
+        let mut f = (cx * cx + sx * sx) / n;
+        if self.square {
+            f = 0.5 * (f + (cy * cy + sy * sy) / n);
+        }
+        for r in 0..lx {
+            let mut c = 0.0;
+            for x in 0..lx {
+                c += self.rows[x] * self.rows[(x + r) % lx];
+            }
+            self.corr.push(c / n);
+        }
+        self.m.push(m);
+        self.energy.push(energy);
+        self.f_kmin.push(f);
+    }
+}
+
+fn correlated(x: &[f64]) -> Estimate {
+    let s = stats::correlated(x);
+    Estimate::new(s.mean, s.error)
+}
+
+/// Number of jackknife blocks.
+const BLOCKS: usize = 50;
+
+/// Estimates every observable of the recorded series (at least 4 configurations).
+pub fn analyse(rec: &Recorder) -> Analysis {
+    let n_sites = (rec.lx * rec.ly) as f64;
+    let samples = rec.len();
+    let abs_m: Vec<f64> = rec.m.iter().map(|m| m.abs()).collect();
+    let m2: Vec<f64> = rec.m.iter().map(|m| m * m).collect();
+    let m4: Vec<f64> = m2.iter().map(|m| m * m).collect();
+    let mut est = BTreeMap::new();
+    let per_site = |e: Estimate| Estimate::new(e.mean / n_sites, e.error / n_sites);
+    est.insert("abs_magnetization".into(), per_site(correlated(&abs_m)));
+    est.insert("magnetization".into(), per_site(correlated(&rec.m)));
+    est.insert("energy_density".into(), per_site(correlated(&rec.energy)));
+    est.insert("m2_density".into(), per_site(correlated(&m2)));
+    let jk = |series: &[&[f64]], f: &dyn Fn(&[f64]) -> f64| {
+        let (v, e) = stats::jackknife(series, BLOCKS, f);
+        Estimate::new(v, e)
+    };
+    est.insert(
+        "susceptibility".into(),
+        jk(&[&m2, &abs_m], &|m| (m[0] - m[1] * m[1]) / n_sites),
+    );
+    est.insert(
+        "binder".into(),
+        jk(&[&m4, &m2], &|m| 1.0 - m[0] / (3.0 * m[1] * m[1])),
+    );
+    let sin = (PI / rec.lx as f64).sin();
+    est.insert(
+        "correlation_length".into(),
+        jk(&[&m2, &rec.f_kmin], &|m| {
+            let chi0 = m[0] / n_sites;
+            (chi0 / m[1] - 1.0).max(0.0).sqrt() / (2.0 * sin)
+        }),
+    );
+    if !rec.schwinger_dyson.is_empty() {
+        est.insert("schwinger_dyson".into(), correlated(&rec.schwinger_dyson));
+    }
+    let lx = rec.lx;
+    let mut g = TwoPoint {
+        r: (0..lx).collect(),
+        mean: Vec::with_capacity(lx),
+        error: Vec::with_capacity(lx),
+    };
+    for r in 0..lx {
+        let c: Vec<f64> = rec.corr.iter().skip(r).step_by(lx).copied().collect();
+        let e = jk(&[&c, &rec.m], &|m| {
+            m[0] - m[1] * m[1] / (lx as f64 * n_sites)
+        });
+        g.mean.push(e.mean);
+        g.error.push(e.error);
+    }
+    let tau = |x: &[f64]| {
+        let (t, w) = stats::tau_int(x);
+        Estimate::new(t, stats::tau_int_error(t, w, x.len()))
+    };
+    Analysis {
+        tau_int: tau(&abs_m),
+        tau_int_energy: tau(&rec.energy),
+        estimates: est,
+        two_point: g,
+        samples,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lattice::Boundary;
+
+    #[test]
+    fn recorder_of_a_plane_wave() {
+        let lat = Lattice::square(4, 4, Boundary::Periodic);
+        let mut rec = Recorder::new(&lat);
+        // phi = cos(2 pi x / 4): M = 0, |phi~(k_min)|^2 = N/4 along x and 0 along y.
+        let phi: Vec<f64> = (0..16)
+            .map(|i| (2.0 * PI * (i % 4) as f64 / 4.0).cos())
+            .collect();
+        rec.record(&phi, 0.0);
+        assert!(rec.m[0].abs() < 1e-12);
+        assert!((rec.f_kmin[0] - 0.5 * 16.0 / 4.0).abs() < 1e-12);
+        // Rows sums P = 4 cos: C(0) = 16 * 2 / 16 = 2, C(1) = 0, C(2) = -2.
+        assert!((rec.corr[0] - 2.0).abs() < 1e-12);
+        assert!(rec.corr[1].abs() < 1e-12);
+        assert!((rec.corr[2] + 2.0).abs() < 1e-12);
+        let spins: Vec<i8> = vec![1; 16];
+        rec.record(&spins, -32.0);
+        assert_eq!(rec.m[1], 16.0);
+    }
+}

@@ -1,0 +1,354 @@
+//! The RG masked diffusion as an exact sampler of the Ising model (estimators.md, classical).
+//!
+//! **Training without data.** The model `q` (the VMC's [`MaskedDiffusion`] over `d = 2` local
+//! states, state 0 = spin up, 1 = spin down) minimises the variational free energy
+//! `F = E_q[beta E(s) + log q(s)] >= -log Z` by the score-function gradient
+//! `grad F = E_q[(f(s) - mean f) grad log q(s)]`, `f = beta E + log q` held fixed (the mean is
+//! the baseline; `E_q[grad log q] = 0`), i.e. one backward pass through
+//! `mean((f - mean f) log q)`. Annealing: `beta_t` rises linearly from `anneal_start * beta`
+//! to `beta` over the first `anneal_iters` iterations.
+//!
+//! **Z2 symmetry.** With `symmetric = true` the proposal is `q_sym(s) = (q(s) + q(-s)) / 2`:
+//! draw `s ~ q` and flip every spin with probability 1/2. Its log-probability is exact,
+//! `log q_sym = logsumexp(log q(s), log q(-s)) - ln 2` (two teacher-forced passes), and it is
+//! what training and the exactness machinery use, so neither magnetisation sector is lost.
+//!
+//! **Exactness.** Importance weights `log w = -beta E(s) - log q_sym(s)` give the effective
+//! sample size `ESS = (sum w)^2 / (B sum w^2)` and `log Z = log mean w` with a delta-method
+//! error; an independence Metropolis-Hastings chain accepts a proposal `s'` with
+//! `min(1, w(s') / w(s))`, exact for any model, however poorly trained (only slower).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::ising::IsingChain;
+use super::observables::{Estimate, Recorder};
+use super::theory::{ising_energy, Neighbours};
+use crate::error::{Error, Result};
+use crate::lattice::Lattice;
+use crate::model::{MaskedDiffusion, ModelConfig};
+use crate::rg::Schedule;
+use crate::vmc::adam::Adam;
+use crate::vmc::Vmc;
+
+/// Largest number of (configuration, step, site) rows of one teacher-forced pass when
+/// evaluating proposals.
+const ROWS_PER_PASS: usize = 1 << 20;
+
+/// Settings of the variational training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Samples per iteration.
+    pub samples: usize,
+    pub iters: usize,
+    /// Adam learning rate (cosine decay to a tenth).
+    pub lr: f64,
+    /// Iterations over which beta rises to its value (0: no annealing).
+    pub anneal_iters: usize,
+    /// Starting fraction of beta when annealing.
+    pub anneal_start: f64,
+    /// Use the Z2-symmetrised proposal `q_sym`.
+    pub symmetric: bool,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            samples: 256,
+            iters: 100,
+            lr: 1e-2,
+            anneal_iters: 0,
+            anneal_start: 0.3,
+            symmetric: true,
+            seed: 1,
+        }
+    }
+}
+
+/// One training iteration's measurements (a row of `trace.csv`).
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainStats {
+    pub iter: usize,
+    /// `mean(beta_t E + log q)` of the iteration's samples (an upper bound on `-log Z` at
+    /// `beta_t`).
+    pub free_energy: f64,
+    pub free_energy_error: f64,
+    pub beta: f64,
+    /// `-mean log q`.
+    pub entropy: f64,
+    /// ESS fraction of the iteration's samples at `beta_t`.
+    pub ess: f64,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// Trains and samples the masked diffusion for one Ising model.
+pub struct IsingModel {
+    pub model: MaskedDiffusion,
+    pub adam: Adam,
+    pub cfg: TrainConfig,
+    /// Training iterations completed.
+    pub iter: usize,
+    nb: Neighbours,
+    beta: f64,
+    j: f64,
+    h: f64,
+}
+
+/// An independence Metropolis-Hastings chain with model proposals.
+pub struct MhResult {
+    pub recorder: Recorder,
+    /// Chain states, `+-1`, one row per proposal.
+    pub spins: Vec<i8>,
+    /// `log w` of every proposal (importance weights).
+    pub log_w: Vec<f64>,
+    pub acceptance: Estimate,
+    pub seconds: f64,
+    pub complete: bool,
+}
+
+impl IsingModel {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        lattice: &Lattice,
+        (beta, j, h): (f64, f64, f64),
+        schedule: Schedule,
+        model_cfg: ModelConfig,
+        device: &Device,
+        cfg: TrainConfig,
+    ) -> Result<Self> {
+        let model = MaskedDiffusion::new(
+            lattice,
+            2,
+            schedule,
+            model_cfg,
+            device,
+            DType::F32,
+            cfg.seed,
+        )?;
+        let adam = Adam::new(model.params())?;
+        Ok(IsingModel {
+            model,
+            adam,
+            cfg,
+            iter: 0,
+            nb: Neighbours::new(lattice),
+            beta,
+            j,
+            h,
+        })
+    }
+
+    /// `beta E(s)` of model states (0 = up, 1 = down) at inverse temperature `beta`.
+    fn energies(&self, s: &[u8], spins: &mut Vec<i8>) -> Vec<f64> {
+        let n = self.model.n_sites();
+        spins.clear();
+        spins.extend(s.iter().map(|&v| 1 - 2 * v as i8));
+        spins
+            .chunks(n)
+            .map(|c| ising_energy(&self.nb, self.j, self.h, c))
+            .collect()
+    }
+
+    /// Draws `b` proposals: `(states, log q_sym)` (or `log q` without symmetry). `log q(s)`
+    /// of a drawn `s` comes from sampling, so `q_sym` costs one teacher-forced pass for
+    /// `log q(-s)`.
+    pub fn propose(&self, b: usize, rng: &mut impl Rng) -> Result<(Vec<u8>, Vec<f64>)> {
+        let (mut s, logq) = self.model.sample(b, rng)?;
+        if !self.cfg.symmetric {
+            return Ok((s, logq));
+        }
+        let n = self.model.n_sites();
+        let flipped: Vec<u8> = s.iter().map(|v| v ^ 1).collect();
+        // Teacher forcing evaluates every step for every configuration: bound the rows
+        // (configurations x steps x sites) of one pass to keep memory flat in the batch size.
+        let per = (ROWS_PER_PASS / (n * self.model.schedule().n_steps())).max(1);
+        let mut other: Vec<f64> = Vec::with_capacity(b);
+        for chunk in flipped.chunks(per * n) {
+            let lp = self.model.log_prob(chunk)?.to_dtype(DType::F64)?;
+            other.extend(lp.to_vec1::<f64>()?);
+        }
+        let lq = logq
+            .iter()
+            .zip(&other)
+            .map(|(&a, &f)| {
+                let m = a.max(f);
+                m + ((a - m).exp() + (f - m).exp()).ln() - std::f64::consts::LN_2
+            })
+            .collect();
+        // q_sym(s) = q_sym(-s): flip each proposal with probability 1/2.
+        for row in s.chunks_mut(n) {
+            if rng.random::<bool>() {
+                row.iter_mut().for_each(|v| *v ^= 1);
+            }
+        }
+        Ok((s, lq))
+    }
+
+    /// Differentiable `log q_sym(s)` (or `log q(s)`) for a batch.
+    pub fn log_q(&self, s: &[u8]) -> Result<Tensor> {
+        if !self.cfg.symmetric {
+            return self.model.log_prob(s);
+        }
+        let b = s.len() / self.model.n_sites();
+        let mut both = s.to_vec();
+        both.extend(s.iter().map(|v| v ^ 1));
+        let lp = self.model.log_prob(&both)?;
+        let a = lp.narrow(0, 0, b)?;
+        let f = lp.narrow(0, b, b)?;
+        let m = a.maximum(&f)?;
+        let lse = (((&a - &m)?.exp()? + (&f - &m)?.exp()?)?.log()? + m)?;
+        Ok((lse - std::f64::consts::LN_2)?)
+    }
+
+    fn beta_at(&self, t: usize) -> f64 {
+        if self.cfg.anneal_iters == 0 {
+            return self.beta;
+        }
+        let x = (t as f64 / self.cfg.anneal_iters as f64).min(1.0);
+        self.beta * (self.cfg.anneal_start + (1.0 - self.cfg.anneal_start) * x)
+    }
+
+    fn lr_at(&self, t: usize) -> f64 {
+        let x = (t as f64 / self.cfg.iters.max(1) as f64).min(1.0);
+        self.cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * x).cos()))
+    }
+
+    /// One training iteration with the generator of `(seed, iter)` (so a resumed run draws
+    /// what the uninterrupted one would).
+    pub fn train_step(&mut self) -> Result<TrainStats> {
+        let t0 = Instant::now();
+        let t = self.iter;
+        let b = self.cfg.samples.max(2);
+        let mut rng = Vmc::rng_for(self.cfg.seed, t);
+        // Draw from q_sym without its log q (the differentiable pass below computes it).
+        let (mut s, _) = self.model.sample(b, &mut rng)?;
+        if self.cfg.symmetric {
+            for row in s.chunks_mut(self.model.n_sites()) {
+                if rng.random::<bool>() {
+                    row.iter_mut().for_each(|v| *v ^= 1);
+                }
+            }
+        }
+        let beta_t = self.beta_at(t);
+        let mut spins = Vec::new();
+        let e = self.energies(&s, &mut spins);
+        let lq_t = self.log_q(&s)?;
+        let lq: Vec<f64> = lq_t.to_dtype(DType::F64)?.to_vec1()?;
+        let f: Vec<f64> = e.iter().zip(&lq).map(|(e, l)| beta_t * e + l).collect();
+        let fs = crate::stats::independent(&f);
+        if !fs.mean.is_finite() {
+            return Err(Error::Diverged(format!(
+                "the free energy is not finite at training iteration {t}"
+            )));
+        }
+        let c: Vec<f32> = f
+            .iter()
+            .map(|v| ((v - fs.mean) / b as f64) as f32)
+            .collect();
+        let c = Tensor::from_vec(c, b, self.model.device())?.to_dtype(lq_t.dtype())?;
+        let loss = (lq_t * c)?.sum_all()?;
+        let grads = loss.backward()?;
+        let lr = self.lr_at(t);
+        self.adam.step(self.model.params(), &grads, lr)?;
+        self.iter += 1;
+        let log_w: Vec<f64> = f.iter().map(|v| -v).collect();
+        Ok(TrainStats {
+            iter: t,
+            free_energy: fs.mean,
+            free_energy_error: fs.error,
+            beta: beta_t,
+            entropy: -lq.iter().sum::<f64>() / b as f64,
+            ess: crate::stats::ess_fraction(&log_w),
+            lr,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Runs an independence MH chain of `proposals` model proposals drawn in batches of
+    /// `batch` with the generator `rng`; records every chain state. With `local_every = m > 0`
+    /// every `m`-th step is followed by one single-spin Metropolis sweep of the current state
+    /// (and one evaluation of its `log q_sym`): both kernels leave `exp(-beta E)` invariant, so
+    /// the composed chain is exact too, and the local sweeps reach configurations the model
+    /// (almost) never proposes, which a pure independence chain can only reach in principle.
+    #[allow(clippy::too_many_arguments)]
+    pub fn metropolis_hastings(
+        &self,
+        lattice: &Lattice,
+        proposals: usize,
+        batch: usize,
+        local_every: usize,
+        rng: &mut impl Rng,
+        progress: &mut dyn FnMut(usize),
+        stop: &AtomicBool,
+    ) -> Result<MhResult> {
+        let n = self.model.n_sites();
+        let t0 = Instant::now();
+        let mut rec = Recorder::new(lattice);
+        let mut chain = Vec::with_capacity(proposals * n);
+        let mut log_w = Vec::with_capacity(proposals);
+        let mut accepted = Vec::with_capacity(proposals);
+        let mut cur: Vec<i8> = Vec::new();
+        let mut cur_lw = f64::NEG_INFINITY;
+        let mut cur_e = 0.0;
+        let mut spins = Vec::new();
+        let mut complete = true;
+        let mut local = IsingChain::new(self.nb.clone(), self.beta, self.j, self.h);
+        let mut state_u8 = vec![0u8; n];
+        while log_w.len() < proposals {
+            if stop.load(Ordering::SeqCst) {
+                complete = false;
+                break;
+            }
+            let b = batch.min(proposals - log_w.len());
+            let (s, lq) = self.propose(b, rng)?;
+            let e = self.energies(&s, &mut spins);
+            for i in 0..b {
+                let lw = -self.beta * e[i] - lq[i];
+                log_w.push(lw);
+                let u: f64 = rng.random();
+                let acc = cur.is_empty() || u.ln() < lw - cur_lw;
+                if acc {
+                    cur.clear();
+                    cur.extend_from_slice(&spins[i * n..(i + 1) * n]);
+                    cur_lw = lw;
+                    cur_e = e[i];
+                }
+                accepted.push(if acc { 1.0 } else { 0.0 });
+                if local_every > 0 && log_w.len().is_multiple_of(local_every) {
+                    local.spins.copy_from_slice(&cur);
+                    local.metropolis_sweep(rng);
+                    cur.copy_from_slice(&local.spins);
+                    cur_e = local.energy();
+                    for (u, &v) in state_u8.iter_mut().zip(&cur) {
+                        *u = u8::from(v < 0);
+                    }
+                    let lq: Vec<f64> = self.log_q(&state_u8)?.to_dtype(DType::F64)?.to_vec1()?;
+                    cur_lw = -self.beta * cur_e - lq[0];
+                }
+                rec.record(&cur, cur_e);
+                chain.extend_from_slice(&cur);
+            }
+            progress(log_w.len());
+        }
+        let acceptance = if accepted.len() >= 2 {
+            let s = crate::stats::correlated(&accepted);
+            Estimate::new(s.mean, s.error)
+        } else {
+            Estimate::new(0.0, 0.0)
+        };
+        Ok(MhResult {
+            recorder: rec,
+            spins: chain,
+            log_w,
+            acceptance,
+            seconds: t0.elapsed().as_secs_f64(),
+            complete,
+        })
+    }
+}

@@ -1,0 +1,200 @@
+//! The RG masked diffusion as an exact Ising sampler on 4x4 at beta_c: an untrained (poor)
+//! model with independence Metropolis-Hastings still gives the exact observables and
+//! configuration statistics, and a briefly trained one gives log Z within its error bar and a
+//! variational bound above -log Z.
+
+use std::sync::atomic::AtomicBool;
+
+use candle_core::Device;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rgdiff::field::exact::ising_enumerate;
+use rgdiff::field::variational::{IsingModel, TrainConfig};
+use rgdiff::field::{analyse, Estimate};
+use rgdiff::lattice::{Boundary, Lattice};
+use rgdiff::model::{ModelConfig, Phase};
+use rgdiff::rg::Schedule;
+
+const BETA_C: f64 = 0.440_686_793_509_771_5;
+
+fn model(lat: &Lattice, beta: f64, symmetric: bool, seed: u64) -> IsingModel {
+    let cfg = ModelConfig {
+        width: 8,
+        depth: 2,
+        kernel: 3,
+        phase: Phase::None,
+        sz: None,
+    };
+    let train = TrainConfig {
+        samples: 256,
+        iters: 40,
+        lr: 1e-2,
+        anneal_iters: 0,
+        anneal_start: 0.3,
+        symmetric,
+        seed,
+    };
+    IsingModel::new(
+        lat,
+        (beta, 1.0, 0.0),
+        Schedule::rg(lat),
+        cfg,
+        &Device::Cpu,
+        train,
+    )
+    .unwrap()
+}
+
+#[track_caller]
+fn within(e: Estimate, want: f64, what: &str) {
+    assert!(
+        e.error > 0.0 && e.pull(want) < 4.0,
+        "{what}: {} +- {} vs exact {want} ({:.1} sigma)",
+        e.mean,
+        e.error,
+        e.pull(want)
+    );
+}
+
+/// Runs an MH chain of `m` on 4x4 and checks it against enumeration at `beta`: energy, |M|,
+/// Binder cumulant, and a chi-square of the (bond sum, M) classes on the chain thinned to
+/// nearly independent states. Returns the acceptance.
+fn mh_is_exact(m: &IsingModel, beta: f64, local_every: usize, seed: u64) -> f64 {
+    let lat = Lattice::square(4, 4, Boundary::Periodic);
+    let ex = ising_enumerate(&lat, beta, 1.0, 0.0);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let stop = AtomicBool::new(false);
+    let mh = m
+        .metropolis_hastings(
+            &lat,
+            40_000,
+            2000,
+            local_every,
+            &mut rng,
+            &mut |_| {},
+            &stop,
+        )
+        .unwrap();
+    assert!(
+        mh.acceptance.mean < 0.6,
+        "not a poor model: {:?}",
+        mh.acceptance
+    );
+    let a = analyse(&mh.recorder);
+    within(a.estimates["energy_density"], ex.energy_density, "energy");
+    within(
+        a.estimates["abs_magnetization"],
+        ex.abs_magnetization,
+        "|M|",
+    );
+    within(a.estimates["binder"], ex.binder, "binder");
+    // Chi-square of the (bond sum, M) classes on the chain thinned to nearly independent states.
+    let tau = a.tau_int.mean.max(a.tau_int_energy.mean);
+    let step = (3.0 * tau).ceil() as usize;
+    let n = lat.n_sites();
+    let mut counts = vec![0usize; ex.histogram.len()];
+    let mut total = 0usize;
+    for s in mh.spins.chunks(n).step_by(step) {
+        let b: i64 = lat.bonds().iter().map(|&(i, j)| (s[i] * s[j]) as i64).sum();
+        let mm: i64 = s.iter().map(|&v| v as i64).sum();
+        let k = ex
+            .histogram
+            .iter()
+            .position(|c| c.0 == b && c.1 == mm)
+            .unwrap();
+        counts[k] += 1;
+        total += 1;
+    }
+    let (mut chi2, mut bins, mut ro, mut re) = (0.0, 0usize, 0.0, 0.0);
+    for (k, c) in ex.histogram.iter().enumerate() {
+        let e = c.2 * total as f64;
+        if e < 5.0 {
+            ro += counts[k] as f64;
+            re += e;
+        } else {
+            chi2 += (counts[k] as f64 - e).powi(2) / e;
+            bins += 1;
+        }
+    }
+    chi2 += (ro - re).powi(2) / re.max(1e-12);
+    let dof = bins as f64;
+    assert!(
+        total > 500 && chi2 < dof + 4.0 * (2.0 * dof).sqrt(),
+        "chi2 {chi2:.1} for {dof} dof ({total} thinned samples)"
+    );
+    mh.acceptance.mean
+}
+
+#[test]
+fn an_untrained_model_with_metropolis_hastings_is_exact() {
+    // Untrained and not symmetrised: a deliberately poor proposal (at beta = 0.1, where its
+    // chain still mixes within a test's budget; at beta_c its acceptance is 2%).
+    let lat = Lattice::square(4, 4, Boundary::Periodic);
+    let m = model(&lat, 0.1, false, 3);
+    let acc = mh_is_exact(&m, 0.1, 0, 11);
+    assert!(acc < 0.5, "not a poor model: acceptance {acc}");
+}
+
+#[test]
+fn an_untrained_model_with_local_sweeps_is_exact_at_beta_c() {
+    // The hybrid chain (independence MH + a Metropolis sweep every 2 steps) with the
+    // untrained, unsymmetrised model, whose pure MH chain at beta_c accepts 2% of proposals.
+    let lat = Lattice::square(4, 4, Boundary::Periodic);
+    let m = model(&lat, BETA_C, false, 3);
+    let acc = mh_is_exact(&m, BETA_C, 2, 17);
+    assert!(acc < 0.1, "not a poor model: acceptance {acc}");
+}
+
+#[test]
+fn a_barely_trained_model_with_metropolis_hastings_is_exact_at_beta_c() {
+    let lat = Lattice::square(4, 4, Boundary::Periodic);
+    let mut m = model(&lat, BETA_C, true, 3);
+    for _ in 0..5 {
+        m.train_step().unwrap();
+    }
+    // With the default hybrid chain (a local sweep after every 10 MH steps). A pure
+    // independence chain from a barely trained model at beta_c is exact but can stay among the
+    // ordered states it proposes well for longer than a test runs (measured: E/N 11 error bars
+    // low after 40,000 proposals); the untrained test above covers pure MH at beta = 0.1.
+    let acc = mh_is_exact(&m, BETA_C, 10, 13);
+    assert!(acc < 0.7, "not a poor model: acceptance {acc}");
+}
+
+#[test]
+fn training_lowers_the_free_energy_and_log_z_is_exact() {
+    let lat = Lattice::square(4, 4, Boundary::Periodic);
+    let ex = ising_enumerate(&lat, BETA_C, 1.0, 0.0);
+    let mut m = model(&lat, BETA_C, true, 5);
+    let first = m.train_step().unwrap();
+    let mut last = first.clone();
+    for _ in 1..40 {
+        last = m.train_step().unwrap();
+    }
+    assert!(
+        last.free_energy < first.free_energy - 0.5,
+        "{} -> {}",
+        first.free_energy,
+        last.free_energy
+    );
+    // Variational bound: F >= -log Z (up to noise).
+    assert!(last.free_energy > -ex.log_z - 4.0 * last.free_energy_error);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(12);
+    let mh = m
+        .metropolis_hastings(
+            &lat,
+            20_000,
+            2000,
+            0,
+            &mut rng,
+            &mut |_| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    let (lz, err) = rgdiff::stats::log_mean_exp(&mh.log_w);
+    within(Estimate::new(lz, err), ex.log_z, "log Z");
+    let a = analyse(&mh.recorder);
+    within(a.estimates["energy_density"], ex.energy_density, "energy");
+    within(a.estimates["susceptibility"], ex.susceptibility, "chi");
+    // The symmetrised, trained proposal is better than the poor one.
+    assert!(mh.acceptance.mean > 0.3, "{:?}", mh.acceptance);
+}

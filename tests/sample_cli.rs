@@ -1,0 +1,294 @@
+//! `rgdiff sample` end to end: the run directory (config, trace, checkpoint, samples.npy,
+//! observables.json), `--json`, `--resume` (the trace continues from the checkpoint),
+//! reproducibility of a seed, and one-line errors for the
+//! wrong kind of file or method.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rgdiff::field::npy::parse_header;
+use serde_json::Value;
+
+fn rgdiff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rgdiff"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("the rgdiff binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = rgdiff(args);
+    assert!(
+        out.status.success(),
+        "rgdiff {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A command that must fail with exit status 2 and one `rgdiff: error:` line containing
+/// `phrase`.
+fn fails(args: &[&str], phrase: &str) {
+    let out = rgdiff(args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("rgdiff: error: "), "{err}");
+    assert!(err.contains(phrase), "{err}\nwanted: {phrase}");
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const ISING4: &str = "[lattice]\nshape = \"square\"\nsize = [4, 4]\n[model]\nkind = \"ising\"\nbeta = 0.4406868\nJ = 1\n";
+const PHI4: &str =
+    "[lattice]\nshape = \"chain\"\nsize = [8]\n[model]\nkind = \"phi4-classical\"\nm2 = -1\nlambda = 1\n";
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn npy(p: &Path) -> (String, Vec<usize>, usize) {
+    let bytes = std::fs::read(p).unwrap();
+    let (descr, fortran, shape, off) = parse_header(&bytes).unwrap();
+    assert!(!fortran);
+    (descr, shape, bytes.len() - off)
+}
+
+#[test]
+fn markov_chain_runs_write_their_directory_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write(tmp.path(), "ising4.toml", ISING4);
+    let out = tmp.path().join("run");
+    let args = [
+        "sample",
+        file.to_str().unwrap(),
+        "--method",
+        "wolff",
+        "--samples",
+        "2000",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let stdout = ok(&args);
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v, read_json(&out.join("observables.json")));
+    for key in [
+        "abs_magnetization",
+        "susceptibility",
+        "binder",
+        "energy_density",
+        "acceptance",
+        "tau_int",
+        "correlation_length",
+    ] {
+        assert!(
+            v[key]["mean"].is_f64() && v[key]["error"].is_f64(),
+            "{key}: {v}"
+        );
+    }
+    // The exact 4x4 values come along, and the estimate agrees with them.
+    let (e, err) = (
+        v["energy_density"]["mean"].as_f64().unwrap(),
+        v["energy_density"]["error"].as_f64().unwrap(),
+    );
+    let exact = v["exact"]["energy_density"].as_f64().unwrap();
+    assert!((e - exact).abs() < 4.0 * err, "{e} +- {err} vs {exact}");
+    assert_eq!(v["two_point"]["mean"].as_array().unwrap().len(), 4);
+    assert_eq!(read_json(&out.join("config.json"))["method"], "wolff");
+    let (descr, shape, data) = npy(&out.join("samples.npy"));
+    assert_eq!(
+        (descr.as_str(), shape.as_slice(), data),
+        ("|i1", &[2000usize, 4, 4][..], 32000)
+    );
+    let bytes = std::fs::read(out.join("samples.npy")).unwrap();
+    assert!(bytes[bytes.len() - 32000..]
+        .iter()
+        .all(|&b| b == 1 || b == 0xff));
+    // A second run into the same directory is refused; the same seed reproduces the numbers.
+    fails(&args, "already holds a run");
+    let again = tmp.path().join("again");
+    let mut args2 = args;
+    args2[8] = again.to_str().unwrap();
+    let mut v2: Value = serde_json::from_str(ok(&args2).trim()).unwrap();
+    let mut v1 = v.clone();
+    for key in [
+        "sampling_seconds",
+        "samples_per_second",
+        "independent_samples_per_second",
+    ] {
+        v1[key] = Value::Null;
+        v2[key] = Value::Null;
+    }
+    assert_eq!(v1, v2);
+    assert_eq!(
+        std::fs::read(out.join("samples.npy")).unwrap(),
+        std::fs::read(again.join("samples.npy")).unwrap()
+    );
+
+    // phi^4 on a chain, HMC: float64 samples of shape (B, N) and the Schwinger-Dyson check.
+    let file = write(tmp.path(), "phi.toml", PHI4);
+    let out = tmp.path().join("phi");
+    let v: Value = serde_json::from_str(
+        ok(&[
+            "sample",
+            file.to_str().unwrap(),
+            "--samples",
+            "3000",
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(v["method"], "hmc");
+    let sd = &v["schwinger_dyson"];
+    let (m, e) = (sd["mean"].as_f64().unwrap(), sd["error"].as_f64().unwrap());
+    assert!((m - 1.0).abs() < 4.0 * e, "{m} +- {e}");
+    assert!(v["leapfrog_steps"].as_u64().unwrap() >= 1);
+    let (descr, shape, data) = npy(&out.join("samples.npy"));
+    assert_eq!(
+        (descr.as_str(), shape.as_slice(), data),
+        ("<f8", &[3000usize, 8][..], 3000 * 8 * 8)
+    );
+}
+
+#[test]
+fn model_runs_train_checkpoint_and_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write(tmp.path(), "ising4.toml", ISING4);
+    let out = tmp.path().join("model");
+    let o = out.to_str().unwrap();
+    let f = file.to_str().unwrap();
+    let common = ["--samples", "500", "--train-samples", "64", "--json"];
+    let mut args = vec!["sample", f, "--train-iters", "3", "--out", o];
+    args.extend(common);
+    let v: Value = serde_json::from_str(ok(&args).trim()).unwrap();
+    assert_eq!(v["method"], "model");
+    for key in ["ess", "log_z", "acceptance", "free_energy_bound"] {
+        assert!(
+            v[key]["mean"].is_f64() && v[key]["error"].is_f64(),
+            "{key}: {v}"
+        );
+    }
+    assert_eq!(v["training_iterations"], 3);
+    let trace = std::fs::read_to_string(out.join("trace.csv")).unwrap();
+    assert_eq!(trace.lines().count(), 4, "{trace}");
+    assert!(out.join("checkpoint/model.safetensors").exists());
+    assert!(out.join("checkpoint/adam.safetensors").exists());
+    // Resume to 5 iterations: two more rows, same first rows.
+    let mut args = vec!["sample", "--resume", o, "--train-iters", "5"];
+    args.extend(common);
+    let v: Value = serde_json::from_str(ok(&args).trim()).unwrap();
+    assert_eq!(v["training_iterations"], 5);
+    let resumed = std::fs::read_to_string(out.join("trace.csv")).unwrap();
+    assert_eq!(resumed.lines().count(), 6);
+    assert!(resumed.starts_with(&trace));
+    let (descr, shape, _) = npy(&out.join("samples.npy"));
+    assert_eq!(
+        (descr.as_str(), shape.as_slice()),
+        ("|i1", &[500usize, 4, 4][..])
+    );
+}
+
+#[test]
+fn wrong_files_and_methods_are_refused_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ising = write(tmp.path(), "ising4.toml", ISING4);
+    let phi = write(tmp.path(), "phi.toml", PHI4);
+    let tfim = write(
+        tmp.path(),
+        "tfim.toml",
+        "[lattice]\nshape = \"chain\"\nsize = [8]\n[model]\nkind = \"tfim\"\nJ = 1\nh = 1\n",
+    );
+    let o = tmp.path().join("x");
+    let o = o.to_str().unwrap();
+    fails(
+        &["sample", tfim.to_str().unwrap(), "--out", o],
+        "is a quantum Hamiltonian; `rgdiff sample` needs a classical theory",
+    );
+    fails(
+        &["exact", ising.to_str().unwrap()],
+        "\"ising\" is a classical lattice theory, not a Hamiltonian; sample it with `rgdiff sample",
+    );
+    fails(
+        &["ground-state", ising.to_str().unwrap(), "--out", o],
+        "is a classical lattice theory",
+    );
+    fails(
+        &[
+            "sample",
+            ising.to_str().unwrap(),
+            "--method",
+            "hmc",
+            "--out",
+            o,
+        ],
+        "--method hmc needs a continuous field",
+    );
+    fails(
+        &[
+            "sample",
+            phi.to_str().unwrap(),
+            "--method",
+            "model",
+            "--out",
+            o,
+        ],
+        "--method model samples discrete spins",
+    );
+    fails(
+        &[
+            "sample",
+            phi.to_str().unwrap(),
+            "--method",
+            "gibbs",
+            "--out",
+            o,
+        ],
+        "unknown method `gibbs`",
+    );
+}
+
+#[test]
+fn numpy_reads_the_samples_when_it_is_installed() {
+    // Optional: only when python3 with numpy is present (the header test above does not
+    // depend on it).
+    let has_numpy = Command::new("python3")
+        .args(["-c", "import numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_numpy {
+        eprintln!("numpy not installed; skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write(tmp.path(), "phi.toml", PHI4);
+    let out = tmp.path().join("r");
+    ok(&[
+        "sample",
+        file.to_str().unwrap(),
+        "--samples",
+        "100",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let script = format!(
+        "import numpy as np; a = np.load('{}'); assert a.shape == (100, 8) and a.dtype == np.float64; print(a.sum())",
+        out.join("samples.npy").display()
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
