@@ -1,7 +1,10 @@
 //! The RG masked-diffusion model: exact normalisation by enumeration, exact sampling
 //! (chi-square against p), gradients reaching every parameter, and checkpoint round trips.
 
+mod common;
+
 use candle_core::{DType, Device};
+use common::flat_grad;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rgdiff::hilbert::Hilbert;
@@ -199,26 +202,6 @@ fn connected_log_psi_equals_full_evaluation() {
             }
         }
     }
-}
-
-/// Flattened gradient (parameter order) of a scalar by one backward pass.
-fn flat_grad(m: &MaskedDiffusion, x: &candle_core::Tensor) -> Vec<f64> {
-    let g = x.backward().unwrap();
-    let mut out = Vec::new();
-    for (_, p) in m.params() {
-        match g.get(p.as_tensor()) {
-            Some(t) => out.extend(
-                t.to_dtype(DType::F64)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f64>()
-                    .unwrap(),
-            ),
-            None => out.extend(std::iter::repeat_n(0.0, p.elem_count())),
-        }
-    }
-    out
 }
 
 /// The per-sample Jacobians of `log p` and of the learned phase (one backward pass for the

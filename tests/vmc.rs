@@ -1,7 +1,10 @@
 //! The VMC estimators against enumeration, the gradient against finite differences, and a
 //! short optimisation against the exact energy.
 
+mod common;
+
 use candle_core::{DType, Device};
+use common::flat_grad;
 use num_complex::Complex64;
 use rgdiff::exact::dense::{dense_matrix, eigenvalues};
 use rgdiff::hilbert::Hilbert;
@@ -329,20 +332,8 @@ fn blocked_gradients_equal_the_single_pass() {
     assert_eq!(jac.dims(), &[b, net.n_params()]);
     for i in [0, per - 1, per, b - 1] {
         let row: Vec<f64> = jac.get(i).unwrap().to_vec1().unwrap();
-        let g = net
-            .log_prob(&s[i * 8..(i + 1) * 8])
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let mut flat = Vec::new();
-        for (_, p) in net.params() {
-            match g.get(p.as_tensor()) {
-                Some(t) => flat.extend(t.flatten_all().unwrap().to_vec1::<f64>().unwrap()),
-                None => flat.extend(std::iter::repeat_n(0.0, p.elem_count())),
-            }
-        }
+        let lp = net.log_prob(&s[i * 8..(i + 1) * 8]).unwrap();
+        let flat = flat_grad(net, &lp.sum_all().unwrap());
         for (x, y) in row.iter().zip(&flat) {
             assert!((x - y).abs() < 1e-10, "sample {i}: {x} vs {y}");
         }

@@ -29,3 +29,24 @@ pub fn assert_rel(got: f64, want: f64, tol: f64, what: &str) {
         rel(got, want)
     );
 }
+
+/// Flattened gradient of a scalar by one backward pass, in the model's parameter order
+/// (zeros for parameters the scalar does not depend on).
+pub fn flat_grad(m: &rgdiff::model::MaskedDiffusion, x: &candle_core::Tensor) -> Vec<f64> {
+    let g = x.backward().unwrap();
+    let mut out = Vec::new();
+    for (_, p) in m.params() {
+        match g.get(p.as_tensor()) {
+            Some(t) => out.extend(
+                t.to_dtype(candle_core::DType::F64)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap(),
+            ),
+            None => out.extend(std::iter::repeat_n(0.0, p.elem_count())),
+        }
+    }
+    out
+}
