@@ -268,7 +268,9 @@ impl<'a> Vmc<'a> {
         if let Some(jp) = self.model.phase_jacobian(s)? {
             blocks.push(centre(jp, 1.0)?);
         }
-        let o = Tensor::cat(&blocks, 0)?;
+        // In f64: the Gram matrix of a Jacobian with large entries (learned phases) lost
+        // positive definiteness to f32 rounding at a small diagonal shift.
+        let o = Tensor::cat(&blocks, 0)?.to_dtype(DType::F64)?;
         let rows = o.dim(0)?;
         // ebar: Re(e) pairs with Re O since wa multiplies log p; Im(e) with Im O. The factor
         // conventions only rescale the step (absorbed by lr).
@@ -290,15 +292,22 @@ impl<'a> Vmc<'a> {
         }
         let x = t
             .cholesky()
-            .ok_or_else(|| Error::Input("SR matrix is not positive definite".into()))?
+            .ok_or_else(|| {
+                Error::Diverged(format!(
+                    "the SR matrix is not positive definite (diagonal shift {}); a larger --diag-shift regularises it",
+                    self.cfg.diag_shift
+                ))
+            })?
             .solve(&e);
-        let x =
-            Tensor::from_vec(x.as_slice().to_vec(), (rows, 1), o.device())?.to_dtype(o.dtype())?;
+        let x = Tensor::from_vec(x.as_slice().to_vec(), (rows, 1), o.device())?;
         let dtheta = o.t()?.matmul(&x)?.squeeze(1)?;
         let mut offset = 0;
         for (_, p) in self.model.params() {
             let len = p.elem_count();
-            let upd = dtheta.narrow(0, offset, len)?.reshape(p.dims())?;
+            let upd = dtheta
+                .narrow(0, offset, len)?
+                .reshape(p.dims())?
+                .to_dtype(p.dtype())?;
             p.set(&(p.as_tensor() - (upd * lr)?)?)?;
             offset += len;
         }
