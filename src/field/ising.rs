@@ -16,7 +16,7 @@
 
 use rand::Rng;
 
-use super::theory::Neighbours;
+use super::theory::{ClusterMarks, Neighbours};
 
 /// The Ising model's state and the scratch space of its updates.
 pub struct IsingChain {
@@ -30,8 +30,7 @@ pub struct IsingChain {
     /// `2 (k + zmax) + (s_i > 0)`.
     metropolis_table: Vec<f64>,
     p_add: f64,
-    mark: Vec<u32>,
-    generation: u32,
+    marks: ClusterMarks,
     stack: Vec<u32>,
     cluster: Vec<u32>,
     accepted: u64,
@@ -63,8 +62,7 @@ impl IsingChain {
             zmax,
             metropolis_table,
             p_add: 1.0 - (-2.0 * beta * j.abs()).exp(),
-            mark: vec![0; n],
-            generation: 0,
+            marks: ClusterMarks::new(n),
             stack: Vec::with_capacity(n),
             cluster: Vec::with_capacity(n),
             accepted: 0,
@@ -114,16 +112,11 @@ impl IsingChain {
     /// One Wolff cluster update; returns the cluster size.
     pub fn wolff_cluster(&mut self, rng: &mut impl Rng) -> usize {
         let n = self.spins.len();
-        self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 {
-            self.mark.fill(0);
-            self.generation = 1;
-        }
-        let g = self.generation;
+        self.marks.new_cluster();
         let seed = rng.random_range(0..n);
         self.stack.clear();
         self.cluster.clear();
-        self.mark[seed] = g;
+        self.marks.mark(seed);
         self.stack.push(seed as u32);
         self.cluster.push(seed as u32);
         let mut m_cluster = 0i64;
@@ -134,13 +127,13 @@ impl IsingChain {
             m_cluster += si_old as i64;
             for &k in self.nb.of(i as usize) {
                 let k = k as usize;
-                if self.mark[k] == g {
+                if self.marks.is_marked(k) {
                     continue;
                 }
                 if self.j * (si_old as f64) * (self.spins[k] as f64) > 0.0
                     && rng.random::<f64>() < self.p_add
                 {
-                    self.mark[k] = g;
+                    self.marks.mark(k);
                     self.spins[k] = -self.spins[k];
                     self.stack.push(k as u32);
                     self.cluster.push(k as u32);

@@ -20,7 +20,7 @@
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use super::theory::{phi4_action, phi4_gradient, Neighbours};
+use super::theory::{phi4_action, phi4_gradient, ClusterMarks, Neighbours};
 
 /// Target acceptance of local Metropolis while tuning its step.
 pub const METROPOLIS_TARGET: f64 = 0.5;
@@ -43,8 +43,7 @@ pub struct Phi4Chain {
     mom: Vec<f64>,
     grad: Vec<f64>,
     saved: Vec<f64>,
-    mark: Vec<u32>,
-    generation: u32,
+    marks: ClusterMarks,
     stack: Vec<u32>,
     accepted: f64,
     attempted: u64,
@@ -67,8 +66,7 @@ impl Phi4Chain {
             mom: vec![0.0; n],
             grad: vec![0.0; n],
             saved: vec![0.0; n],
-            mark: vec![0; n],
-            generation: 0,
+            marks: ClusterMarks::new(n),
             stack: Vec::with_capacity(n),
             accepted: 0.0,
             attempted: 0,
@@ -177,15 +175,10 @@ impl Phi4Chain {
     /// One embedded-Ising Wolff cluster flip; returns the cluster size.
     pub fn wolff_cluster(&mut self, rng: &mut impl Rng) -> usize {
         let n = self.phi.len();
-        self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 {
-            self.mark.fill(0);
-            self.generation = 1;
-        }
-        let g = self.generation;
+        self.marks.new_cluster();
         let seed = rng.random_range(0..n);
         self.stack.clear();
-        self.mark[seed] = g;
+        self.marks.mark(seed);
         self.phi[seed] = -self.phi[seed];
         self.stack.push(seed as u32);
         let mut size = 1;
@@ -193,12 +186,12 @@ impl Phi4Chain {
             let old = -self.phi[x as usize];
             for &y in self.nb.of(x as usize) {
                 let y = y as usize;
-                if self.mark[y] == g {
+                if self.marks.is_marked(y) {
                     continue;
                 }
                 let c = old * self.phi[y];
                 if c > 0.0 && rng.random::<f64>() < 1.0 - (-4.0 * c).exp() {
-                    self.mark[y] = g;
+                    self.marks.mark(y);
                     self.phi[y] = -self.phi[y];
                     self.stack.push(y as u32);
                     size += 1;

@@ -187,3 +187,40 @@ mod tests {
         assert_eq!(nb.bonds().count(), 2);
     }
 }
+
+/// Which sites a growing cluster has reached (Wolff updates), cleared in O(1) per cluster: a
+/// site is marked when its stamp equals the current generation, and starting a cluster
+/// advances the generation (the stamps are zeroed only when the counter wraps).
+#[derive(Clone, Debug)]
+pub struct ClusterMarks {
+    stamp: Vec<u32>,
+    generation: u32,
+}
+
+impl ClusterMarks {
+    pub fn new(n: usize) -> Self {
+        ClusterMarks {
+            stamp: vec![0; n],
+            generation: 0,
+        }
+    }
+
+    /// Starts a new cluster: no site is marked.
+    pub fn new_cluster(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamp.fill(0);
+            self.generation = 1;
+        }
+    }
+
+    #[inline]
+    pub fn is_marked(&self, i: usize) -> bool {
+        self.stamp[i] == self.generation
+    }
+
+    #[inline]
+    pub fn mark(&mut self, i: usize) {
+        self.stamp[i] = self.generation;
+    }
+}
