@@ -6,7 +6,9 @@
 
 use std::sync::atomic::AtomicBool;
 
-use rgdiff::field::exact::{ising_enumerate, ising_kaufman, ising_transfer_matrix, IsingExact};
+use rgdiff::field::exact::{
+    ising_enumerate, ising_kaufman, ising_magnetization_moments, ising_transfer_matrix, IsingExact,
+};
 use rgdiff::field::{
     analyse, run_chain, Analysis, ChainConfig, ChainResult, Configs, Method, Theory,
 };
@@ -132,7 +134,8 @@ fn ising_with_a_field_and_antiferromagnetic_coupling() {
 #[test]
 fn ising_8x8_at_beta_c_matches_the_transfer_matrix() {
     let lat = Lattice::square(8, 8, Boundary::Periodic);
-    let (_, e, m2) = ising_transfer_matrix(8, BETA_C, 1.0);
+    let (_, e, _) = ising_transfer_matrix(8, BETA_C, 1.0);
+    let (am, m2, chi, binder) = ising_magnetization_moments(8, BETA_C, 1.0);
     let theory = Theory::Ising {
         beta: BETA_C,
         j: 1.0,
@@ -142,6 +145,9 @@ fn ising_8x8_at_beta_c_matches_the_transfer_matrix() {
         let a = analyse(&chain(&lat, theory, method, samples, 1).recorder);
         within(&a, "energy_density", e, 4.0);
         within(&a, "m2_density", m2, 4.0);
+        within(&a, "abs_magnetization", am, 4.0);
+        within(&a, "susceptibility", chi, 4.0);
+        within(&a, "binder", binder, 4.0);
     }
 }
 

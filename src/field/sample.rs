@@ -22,7 +22,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::chain::{run_chain, ChainConfig, Configs, Method};
-use super::exact::{ising_enumerate, ising_kaufman, ising_transfer_matrix};
+use super::exact::{
+    ising_enumerate, ising_kaufman, ising_magnetization_moments, ising_transfer_matrix,
+};
 use super::observables::{analyse, Estimate, TwoPoint};
 use super::theory::Theory;
 use super::variational::{IsingModel, TrainConfig, TrainStats};
@@ -305,10 +307,14 @@ fn exact_values(lattice: &Lattice, theory: &Theory) -> BTreeMap<String, f64> {
         && lattice.boundary() == crate::lattice::Boundary::Periodic
     {
         if lx <= 8 {
-            let (lz, e, m2) = ising_transfer_matrix(lx, beta, j);
+            let (lz, e, _) = ising_transfer_matrix(lx, beta, j);
+            let (am, m2, chi, binder) = ising_magnetization_moments(lx, beta, j);
             out.insert("log_z".into(), lz);
             out.insert("energy_density".into(), e);
+            out.insert("abs_magnetization".into(), am);
             out.insert("m2_density".into(), m2);
+            out.insert("susceptibility".into(), chi);
+            out.insert("binder".into(), binder);
         } else {
             let (lz, e) = ising_kaufman(lx, beta, j);
             out.insert("log_z".into(), lz);
