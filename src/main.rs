@@ -501,6 +501,9 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
         }
     };
     if a.json {
+        for w in &rep.warnings {
+            eprintln!("warning: {w}");
+        }
         println!(
             "{}",
             serde_json::to_string(&rep).expect("report serialises")

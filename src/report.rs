@@ -287,6 +287,9 @@ pub fn sample_text(r: &crate::field::sample::SampleReport, dir: &std::path::Path
             format!("{:.6} +- {:.6}", e.mean, e.error),
         );
     }
+    for w in &r.warnings {
+        line("WARNING", w.clone());
+    }
     if let (Some(s), Some(n)) = (r.step_size, r.leapfrog_steps) {
         line("hmc step", format!("{s:.5} x {n} leapfrog steps"));
     } else if let Some(s) = r.step_size {

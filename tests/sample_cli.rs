@@ -292,3 +292,32 @@ fn numpy_reads_the_samples_when_it_is_installed() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn an_untrained_model_chain_that_rarely_moves_is_flagged() {
+    // Untrained proposals at beta_c on 8x8: almost every independence MH proposal is
+    // rejected, which must be said next to the numbers (JSON and stderr).
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("poor");
+    let args = [
+        "sample",
+        "hamiltonians/ising_square_8.toml",
+        "--train-iters",
+        "0",
+        "--local-every",
+        "0",
+        "--samples",
+        "400",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = rgdiff(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    let w = v["warnings"][0].as_str().unwrap_or_default();
+    assert!(w.contains("accepted") && w.contains("--local-every"), "{v}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: model proposals"));
+    let saved = read_json(&out.join("observables.json"));
+    assert_eq!(saved["warnings"], v["warnings"]);
+}

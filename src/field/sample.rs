@@ -104,6 +104,9 @@ pub struct SampleReport {
     /// `L x L` squares at h = 0 the transfer matrix up to 8x8 and Kaufman's formula beyond).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub exact: BTreeMap<String, f64>,
+    /// Diagnostics a user must read before trusting the numbers (see [`chain_warnings`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Observer of a sampling run (the CLI's progress bars).
@@ -268,6 +271,7 @@ fn report_from(
         step_size: None,
         leapfrog_steps: None,
         exact: BTreeMap::new(),
+        warnings: Vec::new(),
     }
 }
 
@@ -459,10 +463,56 @@ fn run_model(
     rep.ess = Some(Estimate::new(ess, ess_err));
     let (lz, lz_err) = stats::log_mean_exp(&mh.log_w);
     rep.log_z = Some(Estimate::new(lz, lz_err));
+    rep.warnings = chain_warnings(rep.acceptance.mean, ess, mh.log_w.len(), cfg.local_every);
     rep.free_energy_bound = last.map(|s| Estimate::new(s.free_energy, s.free_energy_error));
     rep.training_seconds = training_seconds;
     rep.training_iterations = m.iter;
     Ok(Outcome::Done(Box::new(rep)))
+}
+
+/// Fewest accepted model proposals, or importance-weight effective samples, below which a
+/// model chain's numbers are flagged.
+const MIN_EFFECTIVE: f64 = 100.0;
+
+/// Warnings for a chain driven by independence Metropolis-Hastings with model proposals.
+///
+/// Such a chain can fail silently: when the model proposes some important states rarely, the
+/// chain sits in the states it proposes well, its `tau_int` looks small, and the averages are
+/// wrong by many error bars (seen with a barely trained model at beta_c). The only symptoms are
+/// few accepted proposals (`acceptance x proposals`) and a small importance-weight ESS
+/// (`ess x proposals`); below [`MIN_EFFECTIVE`] of either the report says so. With local sweeps
+/// (`local_every > 0`) the chain stays exact and ergodic; a low acceptance then means the local
+/// sweeps do the work and the model adds little.
+pub fn chain_warnings(
+    acceptance: f64,
+    ess_fraction: f64,
+    proposals: usize,
+    local_every: usize,
+) -> Vec<String> {
+    let accepted = acceptance * proposals as f64;
+    let effective = ess_fraction * proposals as f64;
+    if accepted >= MIN_EFFECTIVE && effective >= MIN_EFFECTIVE {
+        return Vec::new();
+    }
+    let what = format!(
+        "model proposals: {accepted:.0} of {proposals} accepted ({:.2}%), importance-weight ESS \
+         {effective:.0} samples",
+        100.0 * acceptance
+    );
+    if local_every == 0 {
+        vec![format!(
+            "{what}. A pure independence Metropolis-Hastings chain that rarely moves can stay in \
+             the states the model proposes well while tau_int looks small, so these error bars \
+             are not trustworthy: train longer, add local sweeps (--local-every 10), or compare \
+             with --method wolff / metropolis"
+        )]
+    } else {
+        vec![format!(
+            "{what}. The chain stays exact through its local sweeps (one every {local_every} \
+             proposals), but they do most of the work: the model adds little over --method \
+             metropolis"
+        )]
+    }
 }
 
 /// The default run directory `runs/NAME-METHOD-sSEED`.
@@ -472,4 +522,23 @@ pub fn default_dir(problem: &str, method: Method, seed: u64) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
     PathBuf::from(format!("runs/{name}-{}-s{seed}", method.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain_warnings;
+
+    #[test]
+    fn model_chains_that_rarely_move_are_flagged() {
+        // 30% acceptance and 40% ESS over 10,000 proposals: nothing to say.
+        assert!(chain_warnings(0.3, 0.4, 10_000, 0).is_empty());
+        // 50 accepted proposals: flagged, and the advice depends on the local sweeps.
+        let w = chain_warnings(0.005, 0.4, 10_000, 0);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("50 of 10000 accepted") && w[0].contains("--local-every"));
+        let w = chain_warnings(0.005, 0.4, 10_000, 10);
+        assert!(w[0].contains("local sweeps (one every 10"), "{w:?}");
+        // A tiny ESS alone is flagged too.
+        assert_eq!(chain_warnings(0.3, 0.005, 10_000, 0).len(), 1);
+    }
 }
