@@ -42,4 +42,6 @@ if [ "${MODEL:-1}" = 1 ]; then
   row hamiltonians/ising_square_8.toml model --samples 20000 --local-every 0
   row hamiltonians/ising_square_16.toml model --train-iters 150 --samples 10000
   row hamiltonians/ising_square_16.toml model --train-iters 150 --samples 10000 --local-every 0
+  row hamiltonians/ising_square_32.toml model --train-iters 150 --samples 5000
+  row hamiltonians/ising_square_32.toml model --train-iters 150 --samples 5000 --local-every 0
 fi
