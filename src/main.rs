@@ -193,6 +193,10 @@ struct SampleArgs {
     /// Print observables.json on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Independent chains sharing --samples, also the chunks of each training batch
+    /// (default: the number of MPI ranks). Results depend on it, not on the ranks.
+    #[arg(long)]
+    chains: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -439,6 +443,13 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
             if let Some(n) = a.train_iters {
                 cfg.train.iters = n;
             }
+            if let Some(c) = a.chains.filter(|&c| c != cfg.chains) {
+                return Err(rgdiff::Error::Input(format!(
+                    "--chains {c}: the run in {} was started with {} chains, which it keeps",
+                    dir.display(),
+                    cfg.chains
+                )));
+            }
             (cfg, dir.clone())
         }
         None => {
@@ -482,6 +493,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                 batch: a.batch.max(1),
                 local_every: a.local_every,
                 checkpoint_every: a.checkpoint_every.max(1),
+                chains: a.chains.unwrap_or(comm.size()),
             };
             let dir = a
                 .out
@@ -496,6 +508,19 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
     sample::validate(&cfg)?;
+    if comm.rank() != 0 {
+        // Only rank 0 shows progress and prints the results.
+        sample::run_with(
+            comm,
+            &cfg,
+            &dir,
+            a.resume.is_some(),
+            a.stop_after,
+            &stop,
+            &mut (),
+        )?;
+        return Ok(());
+    }
     if !a.json {
         eprintln!(
             "rgdiff sample: {} with {}, {} samples, run directory {}",
@@ -506,7 +531,8 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
         );
     }
     let mut bars = report::SampleProgress::new(a.json);
-    let result = sample::run(
+    let result = sample::run_with(
+        comm,
         &cfg,
         &dir,
         a.resume.is_some(),

@@ -125,6 +125,64 @@ pub fn energy_stats(eloc: &[Complex64], n_sites: usize) -> (f64, f64, f64, f64, 
     (mean.re, mean.im, error, var, v_score)
 }
 
+/// The sum of per-chunk gradients of `model`'s parameters over every chunk of every rank
+/// (`local`: this rank's chunks, in order), taken in chunk order in `f64` on every rank, so
+/// that it does not depend on how chunks are spread over ranks. A parameter keeps no gradient
+/// only if no chunk gave it one (as a single backward pass would).
+pub fn reduce_chunk_grads(
+    comm: &dyn Communicator,
+    model: &MaskedDiffusion,
+    local: &[GradStore],
+) -> Result<GradStore> {
+    let params = model.params();
+    let sizes: Vec<usize> = params.iter().map(|(_, p)| p.elem_count()).collect();
+    let n_params: usize = sizes.iter().sum();
+    // Per chunk: a presence flag per parameter, then the flattened gradient.
+    let mut flat: Vec<f32> = Vec::with_capacity(local.len() * (params.len() + n_params));
+    for g in local {
+        let mut values = Vec::with_capacity(n_params);
+        for ((_, p), &len) in params.iter().zip(&sizes) {
+            match g.get(p.as_tensor()) {
+                Some(t) => {
+                    flat.push(1.0);
+                    values.extend(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+                }
+                None => {
+                    flat.push(0.0);
+                    values.extend(std::iter::repeat_n(0.0, len));
+                }
+            }
+        }
+        flat.extend(values);
+    }
+    let all = parallel::all_gather_f32(comm, &flat).concat();
+    let stride = params.len() + n_params;
+    let mut present = vec![false; params.len()];
+    let mut sum = vec![0f64; n_params];
+    for chunk in all.chunks_exact(stride) {
+        for (k, &f) in chunk[..params.len()].iter().enumerate() {
+            present[k] |= f != 0.0;
+        }
+        for (acc, &g) in sum.iter_mut().zip(&chunk[params.len()..]) {
+            *acc += g as f64;
+        }
+    }
+    let mut grads = GradStore::default();
+    let mut offset = 0;
+    for (k, ((_, p), &len)) in params.iter().zip(&sizes).enumerate() {
+        if present[k] {
+            let v: Vec<f32> = sum[offset..offset + len]
+                .iter()
+                .map(|&x| x as f32)
+                .collect();
+            let g = Tensor::from_vec(v, p.dims(), model.device())?.to_dtype(p.dtype())?;
+            grads.insert(p.as_tensor(), g);
+        }
+        offset += len;
+    }
+    Ok(grads)
+}
+
 /// A VMC optimisation of one model against one Hamiltonian.
 pub struct Vmc<'a> {
     pub model: MaskedDiffusion,
@@ -382,7 +440,7 @@ impl<'a> Vmc<'a> {
 
     /// The surrogate gradient of the whole batch: each rank differentiates its chunks (its
     /// samples `s`, which start at sample `first` of the batch; `wa`, `wp` cover the batch),
-    /// the per-chunk gradients are gathered and summed in chunk order in `f64`.
+    /// and [`reduce_chunk_grads`] sums the per-chunk gradients of all ranks in chunk order.
     fn parallel_gradient(
         &self,
         s: &[u8],
@@ -394,58 +452,13 @@ impl<'a> Vmc<'a> {
         let b = wa.len();
         let n = self.model.n_sites();
         let chunks = Chunks::new(b, self.cfg.chunks, comm.size(), "--chunks")?;
-        let params = self.model.params();
-        let sizes: Vec<usize> = params.iter().map(|(_, p)| p.elem_count()).collect();
-        let n_params: usize = sizes.iter().sum();
-        // Per chunk: a presence flag per parameter, then the flattened gradient.
-        let mut local: Vec<f32> = Vec::new();
+        let mut per_chunk = Vec::new();
         for c in chunks.of_rank(comm.rank(), comm.size()) {
             let r = chunks.range(c);
             let sc = &s[(r.start - first) * n..(r.end - first) * n];
-            let g = self.surrogate_gradient_part(sc, &wa[r.clone()], &wp[r], b)?;
-            let mut flags = Vec::with_capacity(params.len());
-            let mut flat = Vec::with_capacity(n_params);
-            for ((_, p), &len) in params.iter().zip(&sizes) {
-                match g.get(p.as_tensor()) {
-                    Some(t) => {
-                        flags.push(1.0);
-                        flat.extend(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
-                    }
-                    None => {
-                        flags.push(0.0);
-                        flat.extend(std::iter::repeat_n(0.0, len));
-                    }
-                }
-            }
-            local.extend(flags);
-            local.extend(flat);
+            per_chunk.push(self.surrogate_gradient_part(sc, &wa[r.clone()], &wp[r], b)?);
         }
-        let all = parallel::all_gather_f32(comm, &local).concat();
-        let stride = params.len() + n_params;
-        let mut present = vec![false; params.len()];
-        let mut sum = vec![0f64; n_params];
-        for chunk in all.chunks_exact(stride) {
-            for (k, &f) in chunk[..params.len()].iter().enumerate() {
-                present[k] |= f != 0.0;
-            }
-            for (acc, &g) in sum.iter_mut().zip(&chunk[params.len()..]) {
-                *acc += g as f64;
-            }
-        }
-        let mut grads = GradStore::default();
-        let mut offset = 0;
-        for (k, ((_, p), &len)) in params.iter().zip(&sizes).enumerate() {
-            if present[k] {
-                let v: Vec<f32> = sum[offset..offset + len]
-                    .iter()
-                    .map(|&x| x as f32)
-                    .collect();
-                let g = Tensor::from_vec(v, p.dims(), self.model.device())?.to_dtype(p.dtype())?;
-                grads.insert(p.as_tensor(), g);
-            }
-            offset += len;
-        }
-        Ok(grads)
+        reduce_chunk_grads(comm, &self.model, &per_chunk)
     }
 
     /// Rows of a per-sample matrix of every chunk, in chunk order, on every rank: `local`
