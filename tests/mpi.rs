@@ -186,18 +186,21 @@ fn ground_state_is_the_same_on_one_and_two_ranks() {
         &[
             &["ground-state", &file, "--out", out.to_str().unwrap()][..],
             &GS,
-            &["--iters", "12", "--stop-after", "5", "--checkpoint-every", "100"],
+            &[
+                "--iters",
+                "12",
+                "--stop-after",
+                "5",
+                "--checkpoint-every",
+                "100",
+            ],
         ]
         .concat(),
         &[],
     );
     ok(&o);
     assert_eq!(trace(&out).len(), 5);
-    let o = mpirun(
-        1,
-        &["ground-state", "--resume", out.to_str().unwrap()],
-        &[],
-    );
+    let o = mpirun(1, &["ground-state", "--resume", out.to_str().unwrap()], &[]);
     ok(&o);
     assert_same_run(&tmp.path().join("adam-1"), &out);
 }
