@@ -522,8 +522,13 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
         return Ok(());
     }
     if !a.json {
+        let spread = if cfg.chains > 1 || comm.size() > 1 {
+            format!(" in {} chains on {} MPI ranks", cfg.chains, comm.size())
+        } else {
+            String::new()
+        };
         eprintln!(
-            "rgdiff sample: {} with {}, {} samples, run directory {}",
+            "rgdiff sample: {} with {}, {} samples{spread}, run directory {}",
             cfg.problem,
             cfg.method.name(),
             cfg.samples,
