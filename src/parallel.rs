@@ -15,7 +15,9 @@
 //! Collectives are gathers (not MPI's reductions, whose summation order is unspecified);
 //! every rank then holds the same data and applies the same update. Time spent inside
 //! collectives (including waiting for slower ranks) is accumulated in
-//! [`Communicator::comm_seconds`].
+//! [`Communicator::comm_seconds`]; the part spent waiting for the slowest rank (the exchange
+//! of buffer sizes that opens every gather, a synchronisation point) in
+//! [`Communicator::wait_seconds`].
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -43,6 +45,11 @@ pub trait Communicator: Send + Sync {
     fn abort(&self, code: i32) -> !;
     /// Seconds spent in collectives so far (wall time, including waiting for other ranks).
     fn comm_seconds(&self) -> f64;
+    /// The part of [`Communicator::comm_seconds`] spent waiting for the slowest rank to arrive
+    /// (the rest moved data).
+    fn wait_seconds(&self) -> f64 {
+        0.0
+    }
 }
 
 /// One process: gathers return the local buffer; nothing is ever communicated.
@@ -307,7 +314,8 @@ mod mpi_impl {
         size: usize,
         local_rank: usize,
         local_size: usize,
-        seconds: Mutex<f64>,
+        /// (in collectives, of which waiting for the slowest rank)
+        seconds: Mutex<(f64, f64)>,
         // Dropped last: MPI_Finalize.
         _universe: Universe,
     }
@@ -342,15 +350,19 @@ mod mpi_impl {
                 size,
                 local_rank,
                 local_size,
-                seconds: Mutex::new(0.0),
+                seconds: Mutex::new((0.0, 0.0)),
                 _universe: universe,
             })
         }
 
-        fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        /// Runs a collective, adding its time to the total and `wait` (seconds of it spent
+        /// waiting, reported by `f`) to the waiting time.
+        fn timed<T>(&self, f: impl FnOnce() -> (T, f64)) -> T {
             let t = Instant::now();
-            let out = f();
-            *self.seconds.lock().expect("timer") += t.elapsed().as_secs_f64();
+            let (out, wait) = f();
+            let mut s = self.seconds.lock().expect("timer");
+            s.0 += t.elapsed().as_secs_f64();
+            s.1 += wait;
             out
         }
     }
@@ -372,7 +384,10 @@ mod mpi_impl {
             self.timed(|| {
                 let n = Count::try_from(local.len()).expect("a gathered buffer under 2 GiB");
                 let mut counts = vec![0 as Count; self.size];
+                // Completes only when every rank has arrived: its time is the waiting.
+                let t = Instant::now();
                 self.world.all_gather_into(&n, &mut counts[..]);
+                let wait = t.elapsed().as_secs_f64();
                 let displs: Vec<Count> = counts
                     .iter()
                     .scan(0 as Count, |acc, &c| {
@@ -387,21 +402,29 @@ mod mpi_impl {
                     let mut part = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
                     self.world.all_gather_varcount_into(local, &mut part);
                 }
-                counts
+                let parts = counts
                     .iter()
                     .zip(&displs)
                     .map(|(&c, &d)| buf[d as usize..(d + c) as usize].to_vec())
-                    .collect()
+                    .collect();
+                (parts, wait)
             })
         }
         fn barrier(&self) {
-            self.timed(|| self.world.barrier())
+            self.timed(|| {
+                let t = Instant::now();
+                self.world.barrier();
+                ((), t.elapsed().as_secs_f64())
+            })
         }
         fn abort(&self, code: i32) -> ! {
             self.world.abort(code)
         }
         fn comm_seconds(&self) -> f64 {
-            *self.seconds.lock().expect("timer")
+            self.seconds.lock().expect("timer").0
+        }
+        fn wait_seconds(&self) -> f64 {
+            self.seconds.lock().expect("timer").1
         }
     }
 }

@@ -178,8 +178,8 @@ pub fn summary_text(s: &crate::run::Summary, dir: &std::path::Path) -> String {
         line(
             "communication",
             format!(
-                "{:.4} s per iteration in MPI collectives ({} ranks)",
-                s.comm_seconds_per_iteration, s.ranks
+                "{:.4} s per iteration in MPI collectives ({} ranks), of which {:.4} s waiting for the slowest rank",
+                s.comm_seconds_per_iteration, s.ranks, s.wait_seconds_per_iteration
             ),
         );
     }

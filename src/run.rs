@@ -74,10 +74,22 @@ pub struct Summary {
     /// Mean seconds per iteration spent in MPI collectives (0 for one process).
     #[serde(default)]
     pub comm_seconds_per_iteration: f64,
+    /// The part of `comm_seconds_per_iteration` spent waiting for the slowest rank (the rest
+    /// moved data).
+    #[serde(default)]
+    pub wait_seconds_per_iteration: f64,
 }
 
 fn one() -> usize {
     1
+}
+
+fn mean_or_zero(x: &[f64]) -> f64 {
+    if x.is_empty() {
+        0.0
+    } else {
+        x.iter().sum::<f64>() / x.len() as f64
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -157,12 +169,12 @@ pub fn device(name: &str) -> Result<Device> {
 }
 
 const TRACE_HEADER: &str =
-    "iter,energy,energy_error,variance,v_score,entropy,temperature,lr,seconds,relative_error,comm_seconds\n";
+    "iter,energy,energy_error,variance,v_score,entropy,temperature,lr,seconds,relative_error,comm_seconds,wait_seconds\n";
 
 fn trace_row(s: &IterationStats, exact: Option<f64>) -> String {
     let rel = exact.map_or(String::new(), |e| format!("{:e}", (s.energy - e) / e.abs()));
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{}\n",
         s.iter,
         s.energy,
         s.error,
@@ -173,7 +185,8 @@ fn trace_row(s: &IterationStats, exact: Option<f64>) -> String {
         s.lr,
         s.seconds,
         rel,
-        s.comm_seconds
+        s.comm_seconds,
+        s.wait_seconds
     )
 }
 
@@ -418,6 +431,7 @@ impl<'a> Run<'a> {
         let mut status = "finished";
         let mut sps = Vec::new();
         let mut comm_seconds = Vec::new();
+        let mut wait_seconds = Vec::new();
         while self.vmc.iter < self.cfg.vmc.iters {
             if parallel::any(self.vmc.comm.as_ref(), stop.load(Ordering::SeqCst))
                 || max_this_run.is_some_and(|m| self.vmc.iter - start >= m)
@@ -430,7 +444,7 @@ impl<'a> Run<'a> {
                 Ok(s) => s,
                 Err(Error::Diverged(e)) => {
                     let last = self.last_checkpoint_iter();
-                    self.write_summary("diverged", None, &[], t0)?;
+                    self.write_summary("diverged", None, (&[], &[]), t0)?;
                     return Err(Error::Diverged(format!(
                         "{e}; the last good checkpoint (iteration {last}) is kept in {}",
                         self.dir.join("checkpoint").display()
@@ -445,6 +459,7 @@ impl<'a> Run<'a> {
             }
             sps.push(stats.samples_per_second);
             comm_seconds.push(stats.comm_seconds);
+            wait_seconds.push(stats.wait_seconds);
             monitor.iteration(&stats, self.exact_energy);
             if self
                 .vmc
@@ -462,7 +477,7 @@ impl<'a> Run<'a> {
                 self.dir.display()
             ));
         }
-        let summary = self.write_summary(status, Some(&sps), &comm_seconds, t0)?;
+        let summary = self.write_summary(status, Some(&sps), (&comm_seconds, &wait_seconds), t0)?;
         Ok(summary)
     }
 
@@ -479,7 +494,7 @@ impl<'a> Run<'a> {
         &self,
         status: &str,
         sps: Option<&[f64]>,
-        comm_seconds: &[f64],
+        (comm_seconds, wait_seconds): (&[f64], &[f64]),
         t0: Instant,
     ) -> Result<Summary> {
         let b = self.cfg.eval_samples.max(2);
@@ -519,11 +534,8 @@ impl<'a> Run<'a> {
             n_params: self.vmc.model.n_params(),
             device: self.cfg.device.clone(),
             ranks: self.vmc.comm.size(),
-            comm_seconds_per_iteration: if comm_seconds.is_empty() {
-                0.0
-            } else {
-                comm_seconds.iter().sum::<f64>() / comm_seconds.len() as f64
-            },
+            comm_seconds_per_iteration: mean_or_zero(comm_seconds),
+            wait_seconds_per_iteration: mean_or_zero(wait_seconds),
         };
         if !self.root {
             return Ok(summary);

@@ -177,7 +177,12 @@ fn ground_state_is_the_same_on_one_and_two_ranks() {
             serde_json::from_str(&std::fs::read_to_string(dirs[1].join("summary.json")).unwrap())
                 .unwrap();
         assert_eq!(summary["ranks"], 2);
-        assert!(summary["comm_seconds_per_iteration"].as_f64().unwrap() > 0.0);
+        let comm = summary["comm_seconds_per_iteration"].as_f64().unwrap();
+        let wait = summary["wait_seconds_per_iteration"].as_f64().unwrap();
+        assert!(
+            comm > 0.0 && (0.0..=comm).contains(&wait),
+            "communication {comm} s, of which waiting {wait} s"
+        );
     }
     // Interrupted after 5 iterations on 2 ranks, resumed on 1.
     let out = tmp.path().join("resumed");

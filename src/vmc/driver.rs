@@ -113,6 +113,9 @@ pub struct IterationStats {
     /// Seconds of this iteration spent in MPI collectives (0 for one process).
     #[serde(default)]
     pub comm_seconds: f64,
+    /// The part of `comm_seconds` spent waiting for the slowest rank.
+    #[serde(default)]
+    pub wait_seconds: f64,
 }
 
 /// Energy statistics of a batch of local energies (independent samples).
@@ -336,6 +339,7 @@ impl<'a> Vmc<'a> {
     pub fn step(&mut self) -> Result<IterationStats> {
         let t0 = Instant::now();
         let comm0 = self.comm.comm_seconds();
+        let wait0 = self.comm.wait_seconds();
         let t = self.iter;
         let b = self.cfg.samples;
         let n = self.model.n_sites();
@@ -382,6 +386,7 @@ impl<'a> Vmc<'a> {
             seconds,
             samples_per_second: b as f64 / seconds,
             comm_seconds: self.comm.comm_seconds() - comm0,
+            wait_seconds: self.comm.wait_seconds() - wait0,
         })
     }
 
