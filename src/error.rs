@@ -22,6 +22,9 @@ pub enum Error {
     /// A variational run whose energy stopped being finite.
     #[error("{0}")]
     Diverged(String),
+    /// Processes of a parallel run that disagree or cannot work together.
+    #[error("{0}")]
+    Parallel(String),
     /// A failure inside the tensor library (device, shape or allocation).
     #[error("tensor computation failed: {0}")]
     Tensor(String),

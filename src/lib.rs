@@ -9,6 +9,7 @@ pub mod hilbert;
 pub mod lattice;
 pub mod model;
 pub mod operator;
+pub mod parallel;
 pub mod report;
 pub mod rg;
 pub mod run;

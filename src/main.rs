@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
+use rgdiff::parallel::Communicator;
 
 use rgdiff::exact::{self, ExactOptions, Sector, SectorChoice};
 use rgdiff::report;
@@ -190,6 +193,10 @@ struct SampleArgs {
     /// Print observables.json on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Independent chains sharing --samples, also the chunks of each training batch
+    /// (default: the number of MPI ranks). Results depend on it, not on the ranks.
+    #[arg(long)]
+    chains: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -261,10 +268,22 @@ struct GroundStateArgs {
     /// queues); continue later with --resume.
     #[arg(long)]
     stop_after: Option<usize>,
+    /// Chunks of the batch, each with its own random stream (default: the number of MPI
+    /// ranks). Results depend on it, not on the ranks: keep it to reproduce a run on another
+    /// number of ranks.
+    #[arg(long)]
+    chunks: Option<usize>,
 }
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    let comm = match rgdiff::parallel::world() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rgdiff: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -288,8 +307,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(cli) {
+    match run(cli, comm.clone()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if comm.size() > 1 => {
+            // The other ranks may be waiting in a collective: end them all.
+            eprintln!("rgdiff: error (rank {}): {e}", comm.rank());
+            comm.abort(2)
+        }
         Err(e) => {
             eprintln!("rgdiff: error: {e}");
             ExitCode::from(2)
@@ -297,7 +321,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> rgdiff::Result<()> {
+fn run(cli: Cli, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
+    if comm.size() > 1 && matches!(cli.command, Command::Exact { .. } | Command::Bench(_)) {
+        return Err(rgdiff::Error::Input(
+            "only ground-state and sample run on several MPI ranks; start exact and bench without mpirun".into(),
+        ));
+    }
     match cli.command {
         Command::Exact {
             file,
@@ -335,9 +364,9 @@ fn run(cli: Cli) -> rgdiff::Result<()> {
             }
             Ok(())
         }
-        Command::GroundState(args) => ground_state(*args),
+        Command::GroundState(args) => ground_state(*args, comm),
         Command::Bench(args) => bench(*args),
-        Command::Sample(args) => sample(*args),
+        Command::Sample(args) => sample(*args, comm),
     }
 }
 
@@ -393,7 +422,7 @@ fn bench(a: BenchArgs) -> rgdiff::Result<()> {
     Ok(())
 }
 
-fn sample(a: SampleArgs) -> rgdiff::Result<()> {
+fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
     // The default network is small: one thread is faster than two for its matrix products
     // (measured on 8x8: 0.43 s against 0.8 s per training iteration), unless the user says
     // otherwise. candle reads RAYON_NUM_THREADS itself; it is set here, before any thread
@@ -413,6 +442,13 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
             let mut cfg = sample::read_config(dir)?;
             if let Some(n) = a.train_iters {
                 cfg.train.iters = n;
+            }
+            if let Some(c) = a.chains.filter(|&c| c != cfg.chains) {
+                return Err(rgdiff::Error::Input(format!(
+                    "--chains {c}: the run in {} was started with {} chains, which it keeps",
+                    dir.display(),
+                    cfg.chains
+                )));
             }
             (cfg, dir.clone())
         }
@@ -457,6 +493,7 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
                 batch: a.batch.max(1),
                 local_every: a.local_every,
                 checkpoint_every: a.checkpoint_every.max(1),
+                chains: a.chains.unwrap_or(comm.size()),
             };
             let dir = a
                 .out
@@ -471,9 +508,27 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
     sample::validate(&cfg)?;
+    if comm.rank() != 0 {
+        // Only rank 0 shows progress and prints the results.
+        sample::run_with(
+            comm,
+            &cfg,
+            &dir,
+            a.resume.is_some(),
+            a.stop_after,
+            &stop,
+            &mut (),
+        )?;
+        return Ok(());
+    }
     if !a.json {
+        let spread = if cfg.chains > 1 || comm.size() > 1 {
+            format!(" in {} chains on {} MPI ranks", cfg.chains, comm.size())
+        } else {
+            String::new()
+        };
         eprintln!(
-            "rgdiff sample: {} with {}, {} samples, run directory {}",
+            "rgdiff sample: {} with {}, {} samples{spread}, run directory {}",
             cfg.problem,
             cfg.method.name(),
             cfg.samples,
@@ -481,7 +536,8 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
         );
     }
     let mut bars = report::SampleProgress::new(a.json);
-    let result = sample::run(
+    let result = sample::run_with(
+        comm,
         &cfg,
         &dir,
         a.resume.is_some(),
@@ -514,7 +570,7 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
     Ok(())
 }
 
-fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {
+fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
     use rgdiff::model::{ModelConfig, Phase};
     use rgdiff::run::{self, Run, RunConfig};
     use rgdiff::vmc::{driver::Optimizer, VmcConfig};
@@ -526,6 +582,13 @@ fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {
             let mut cfg = Run::read_config(dir)?;
             if let Some(n) = a.iters {
                 cfg.vmc.iters = n;
+            }
+            if let Some(c) = a.chunks.filter(|&c| c != cfg.vmc.chunks) {
+                return Err(rgdiff::Error::Input(format!(
+                    "--chunks {c}: the run in {} was started with {} chunks, which it keeps",
+                    dir.display(),
+                    cfg.vmc.chunks
+                )));
             }
             cfg
         }
@@ -566,6 +629,7 @@ fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {
                     anneal_t0: a.anneal,
                     anneal_iters: a.anneal_iters.unwrap_or(iters / 3),
                     seed: a.seed,
+                    chunks: a.chunks.unwrap_or(comm.size()),
                 },
                 device: a.device.clone(),
                 eval_samples: a.eval_samples.unwrap_or(4 * a.samples).max(2),
@@ -574,9 +638,13 @@ fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {
             }
         }
     };
-    let (problem, h, exact_energy, model) = run::prepare(&cfg)?;
+    // One GPU per rank with --device cuda; the configuration keeps what was asked.
+    let mut on_rank = cfg.clone();
+    on_rank.device = rgdiff::parallel::rank_device(&cfg.device, comm.as_ref());
+    let (problem, h, exact_energy, model) = run::prepare(&on_rank)?;
+    let root = comm.rank() == 0;
     let mut run = match &a.resume {
-        Some(dir) => Run::resume(dir, cfg, &h, model, exact_energy)?,
+        Some(dir) => Run::resume_with(comm.clone(), dir, cfg, &h, model, exact_energy)?,
         None => {
             let dir = a.out.clone().unwrap_or_else(|| {
                 PathBuf::from(format!(
@@ -586,7 +654,7 @@ fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {
                     cfg.vmc.seed
                 ))
             });
-            Run::create(&dir, cfg, &h, model, exact_energy)?
+            Run::create_with(comm.clone(), &dir, cfg, &h, model, exact_energy)?
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -594,8 +662,22 @@ fn ground_state(a: GroundStateArgs) -> rgdiff::Result<()> {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
+    let ranks = if comm.size() > 1 {
+        format!(
+            ", {} MPI ranks x {} chunks",
+            comm.size(),
+            run.cfg.vmc.chunks
+        )
+    } else {
+        String::new()
+    };
+    if !root {
+        // Only rank 0 shows progress and prints the summary.
+        run.run(&stop, a.stop_after, &mut ())?;
+        return Ok(());
+    }
     eprintln!(
-        "rgdiff ground-state: {} ({}), scheme {} ({} steps), {} parameters, {} samples x {} iterations, run directory {}",
+        "rgdiff ground-state: {} ({}), scheme {} ({} steps), {} parameters, {} samples x {} iterations{ranks}, run directory {}",
         problem.path,
         report::lattice_label(&problem),
         run.cfg.scheme,

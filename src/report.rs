@@ -174,6 +174,15 @@ pub fn summary_text(s: &crate::run::Summary, dir: &std::path::Path) -> String {
             s.seconds, s.seconds_per_iteration, s.samples_per_second
         ),
     );
+    if s.ranks > 1 {
+        line(
+            "communication",
+            format!(
+                "{:.4} s per iteration in MPI collectives ({} ranks), of which {:.4} s waiting for the slowest rank",
+                s.comm_seconds_per_iteration, s.ranks, s.wait_seconds_per_iteration
+            ),
+        );
+    }
     line("parameters", s.n_params.to_string());
     line("run directory", dir.display().to_string());
     out
@@ -253,6 +262,9 @@ pub fn sample_text(r: &crate::field::sample::SampleReport, dir: &std::path::Path
     line("status", r.status.clone());
     line("method", r.method.name().to_string());
     line("samples", r.samples.to_string());
+    if r.chains > 1 {
+        line("chains", r.chains.to_string());
+    }
     for (k, e) in &r.estimates {
         let exact = r
             .exact

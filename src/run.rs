@@ -7,6 +7,10 @@
 //! DIR/checkpoint/        model.safetensors, adam.safetensors, state.json (last good state)
 //! DIR/summary.json       final energy with error, exact energy and relative error when known
 //! ```
+//! With several MPI ranks ([`crate::parallel`]) only rank 0 writes the directory; every rank
+//! reads it on `--resume` (a file system shared by the ranks, as on clusters), and the ranks
+//! check at the start that they hold the same parameters.
+//!
 //! A checkpoint is written into `checkpoint.tmp/` and then swapped in by renames, so an
 //! interrupted write never leaves a half-written checkpoint; `summary.json` and the trace are
 //! written to a temporary file and renamed.
@@ -15,6 +19,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
@@ -24,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::exact::{self, ExactOptions};
 use crate::model::{MaskedDiffusion, ModelConfig};
 use crate::operator::Hamiltonian;
+use crate::parallel::{self, Communicator};
 use crate::rg::Schedule;
 use crate::spec;
 use crate::vmc::{IterationStats, Vmc, VmcConfig};
@@ -62,6 +68,28 @@ pub struct Summary {
     pub seconds_per_iteration: f64,
     pub n_params: usize,
     pub device: String,
+    /// MPI ranks of the last invocation (1 without MPI).
+    #[serde(default = "one")]
+    pub ranks: usize,
+    /// Mean seconds per iteration spent in MPI collectives (0 for one process).
+    #[serde(default)]
+    pub comm_seconds_per_iteration: f64,
+    /// The part of `comm_seconds_per_iteration` spent waiting for the slowest rank (the rest
+    /// moved data).
+    #[serde(default)]
+    pub wait_seconds_per_iteration: f64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn mean_or_zero(x: &[f64]) -> f64 {
+    if x.is_empty() {
+        0.0
+    } else {
+        x.iter().sum::<f64>() / x.len() as f64
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -141,12 +169,12 @@ pub fn device(name: &str) -> Result<Device> {
 }
 
 const TRACE_HEADER: &str =
-    "iter,energy,energy_error,variance,v_score,entropy,temperature,lr,seconds,relative_error\n";
+    "iter,energy,energy_error,variance,v_score,entropy,temperature,lr,seconds,relative_error,comm_seconds,wait_seconds\n";
 
 fn trace_row(s: &IterationStats, exact: Option<f64>) -> String {
     let rel = exact.map_or(String::new(), |e| format!("{:e}", (s.energy - e) / e.abs()));
     format!(
-        "{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{}\n",
         s.iter,
         s.energy,
         s.error,
@@ -156,7 +184,9 @@ fn trace_row(s: &IterationStats, exact: Option<f64>) -> String {
         s.temperature,
         s.lr,
         s.seconds,
-        rel
+        rel,
+        s.comm_seconds,
+        s.wait_seconds
     )
 }
 
@@ -167,6 +197,8 @@ pub struct Run<'a> {
     pub vmc: Vmc<'a>,
     pub exact_energy: Option<f64>,
     seconds_before: f64,
+    /// Rank 0 writes the run directory; the others only compute.
+    root: bool,
 }
 
 /// Observer of a run's progress (the CLI's progress bar).
@@ -220,6 +252,30 @@ impl<'a> Run<'a> {
         model: MaskedDiffusion,
         exact_energy: Option<f64>,
     ) -> Result<Self> {
+        Self::create_with(parallel::single(), dir, cfg, h, model, exact_energy)
+    }
+
+    /// [`Run::create`] shared by the ranks of `comm` (rank 0 writes the directory).
+    pub fn create_with(
+        comm: Arc<dyn Communicator>,
+        dir: &Path,
+        cfg: RunConfig,
+        h: &'a Hamiltonian,
+        model: MaskedDiffusion,
+        exact_energy: Option<f64>,
+    ) -> Result<Self> {
+        let root = comm.rank() == 0;
+        let vmc = Vmc::new(model, h.as_operator(), cfg.vmc.clone())?.with_comm(comm)?;
+        if !root {
+            return Ok(Run {
+                dir: dir.to_path_buf(),
+                cfg,
+                vmc,
+                exact_energy,
+                seconds_before: 0.0,
+                root,
+            });
+        }
         if dir.join("config.json").exists() {
             return Err(Error::Input(format!(
                 "{} already holds a run; continue it with --resume {0} or choose another --out",
@@ -230,13 +286,13 @@ impl<'a> Run<'a> {
         let json = serde_json::to_vec_pretty(&cfg).expect("config serialises");
         write_atomic(&dir.join("config.json"), &json)?;
         write_atomic(&dir.join("trace.csv"), TRACE_HEADER.as_bytes())?;
-        let vmc = Vmc::new(model, h.as_operator(), cfg.vmc.clone())?;
         Ok(Run {
             dir: dir.to_path_buf(),
             cfg,
             vmc,
             exact_energy,
             seconds_before: 0.0,
+            root,
         })
     }
 
@@ -256,8 +312,23 @@ impl<'a> Run<'a> {
         model: MaskedDiffusion,
         exact_energy: Option<f64>,
     ) -> Result<Self> {
+        Self::resume_with(parallel::single(), dir, cfg, h, model, exact_energy)
+    }
+
+    /// [`Run::resume`] shared by the ranks of `comm`: every rank reads the checkpoint, rank 0
+    /// rewrites the trace. Any number of ranks can resume a run (the chunks are in its
+    /// configuration).
+    pub fn resume_with(
+        comm: Arc<dyn Communicator>,
+        dir: &Path,
+        cfg: RunConfig,
+        h: &'a Hamiltonian,
+        model: MaskedDiffusion,
+        exact_energy: Option<f64>,
+    ) -> Result<Self> {
+        let root = comm.rank() == 0;
         let ck = checkpoint_to_read(dir);
-        let mut vmc = Vmc::new(model, h.as_operator(), cfg.vmc.clone())?;
+        let mut vmc = Vmc::new(model, h.as_operator(), cfg.vmc.clone())?.with_comm(comm)?;
         let state_path = ck.join("state.json");
         let (iter, seconds) = if state_path.exists() {
             let text = fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
@@ -271,6 +342,16 @@ impl<'a> Run<'a> {
         } else {
             (0, 0.0)
         };
+        if !root {
+            return Ok(Run {
+                dir: dir.to_path_buf(),
+                cfg,
+                vmc,
+                exact_energy,
+                seconds_before: seconds,
+                root,
+            });
+        }
         // Keep the trace rows before the checkpoint.
         let trace = dir.join("trace.csv");
         let text = fs::read_to_string(&trace).unwrap_or_else(|_| TRACE_HEADER.to_string());
@@ -293,11 +374,15 @@ impl<'a> Run<'a> {
             vmc,
             exact_energy,
             seconds_before: seconds,
+            root,
         })
     }
 
-    /// Writes the current state as the checkpoint (atomically).
+    /// Writes the current state as the checkpoint (atomically; rank 0 only).
     pub fn checkpoint(&self, seconds: f64) -> Result<()> {
+        if !self.root {
+            return Ok(());
+        }
         let st = State {
             iter: self.vmc.iter,
             adam_t: self.vmc.adam.t,
@@ -330,24 +415,36 @@ impl<'a> Run<'a> {
         let t0 = Instant::now();
         let start = self.vmc.iter;
         let trace_path = self.dir.join("trace.csv");
-        let mut trace = fs::OpenOptions::new()
-            .append(true)
-            .open(&trace_path)
-            .map_err(|e| io_err(&trace_path, e))?;
+        let mut trace = if self.root {
+            Some(
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(&trace_path)
+                    .map_err(|e| io_err(&trace_path, e))?,
+            )
+        } else {
+            None
+        };
+        if self.vmc.comm.size() > 1 {
+            self.vmc.check_ranks_agree()?;
+        }
         let mut status = "finished";
         let mut sps = Vec::new();
+        let mut comm_seconds = Vec::new();
+        let mut wait_seconds = Vec::new();
         while self.vmc.iter < self.cfg.vmc.iters {
-            if stop.load(Ordering::SeqCst)
+            if parallel::any(self.vmc.comm.as_ref(), stop.load(Ordering::SeqCst))
                 || max_this_run.is_some_and(|m| self.vmc.iter - start >= m)
             {
                 status = "interrupted";
                 break;
             }
+            parallel::test_fault(self.vmc.comm.as_ref(), self.vmc.iter);
             let stats = match self.vmc.step() {
                 Ok(s) => s,
                 Err(Error::Diverged(e)) => {
                     let last = self.last_checkpoint_iter();
-                    self.write_summary("diverged", None, t0)?;
+                    self.write_summary("diverged", None, (&[], &[]), t0)?;
                     return Err(Error::Diverged(format!(
                         "{e}; the last good checkpoint (iteration {last}) is kept in {}",
                         self.dir.join("checkpoint").display()
@@ -355,10 +452,14 @@ impl<'a> Run<'a> {
                 }
                 Err(e) => return Err(e),
             };
-            trace
-                .write_all(trace_row(&stats, self.exact_energy).as_bytes())
-                .map_err(|e| io_err(&trace_path, e))?;
+            if let Some(trace) = trace.as_mut() {
+                trace
+                    .write_all(trace_row(&stats, self.exact_energy).as_bytes())
+                    .map_err(|e| io_err(&trace_path, e))?;
+            }
             sps.push(stats.samples_per_second);
+            comm_seconds.push(stats.comm_seconds);
+            wait_seconds.push(stats.wait_seconds);
             monitor.iteration(&stats, self.exact_energy);
             if self
                 .vmc
@@ -376,7 +477,7 @@ impl<'a> Run<'a> {
                 self.dir.display()
             ));
         }
-        let summary = self.write_summary(status, Some(&sps), t0)?;
+        let summary = self.write_summary(status, Some(&sps), (&comm_seconds, &wait_seconds), t0)?;
         Ok(summary)
     }
 
@@ -387,13 +488,20 @@ impl<'a> Run<'a> {
             .map_or(0, |s| s.iter)
     }
 
-    /// Final estimate from `eval_samples` fresh samples and `summary.json`.
-    fn write_summary(&self, status: &str, sps: Option<&[f64]>, t0: Instant) -> Result<Summary> {
+    /// Final estimate from `eval_samples` fresh samples and `summary.json` (written by rank
+    /// 0; every rank returns the same summary).
+    fn write_summary(
+        &self,
+        status: &str,
+        sps: Option<&[f64]>,
+        (comm_seconds, wait_seconds): (&[f64], &[f64]),
+        t0: Instant,
+    ) -> Result<Summary> {
         let b = self.cfg.eval_samples.max(2);
         let (energy, error, variance, v_score) = if status == "diverged" {
             (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
         } else {
-            let (_, _, eloc) = self.vmc.sample_energies(b, usize::MAX / 2)?;
+            let (_, _, eloc) = self.vmc.sample_energies_parallel(b, usize::MAX / 2)?;
             let (e, _, err, var, vs) =
                 crate::vmc::driver::energy_stats(&eloc, self.vmc.model.n_sites());
             (e, err, var, vs)
@@ -425,7 +533,13 @@ impl<'a> Run<'a> {
             },
             n_params: self.vmc.model.n_params(),
             device: self.cfg.device.clone(),
+            ranks: self.vmc.comm.size(),
+            comm_seconds_per_iteration: mean_or_zero(comm_seconds),
+            wait_seconds_per_iteration: mean_or_zero(wait_seconds),
         };
+        if !self.root {
+            return Ok(summary);
+        }
         let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
         write_atomic(&self.dir.join("summary.json"), &json)?;
         Ok(summary)

@@ -107,6 +107,65 @@ pub fn correlated(x: &[f64]) -> Stats {
     }
 }
 
+/// [`tau_int`] of independent chains of one observable, concatenated in `x` with lengths
+/// `lens`: `rho(t)` pools the products of pairs `t` apart *within* each chain (never across a
+/// boundary) about the pooled mean, normalised by the pooled variance, with Sokal's window
+/// (`W` at most half the shortest chain). One chain gives exactly [`tau_int`].
+pub fn tau_int_chains(x: &[f64], lens: &[usize]) -> (f64, usize) {
+    assert_eq!(
+        lens.iter().sum::<usize>(),
+        x.len(),
+        "chain lengths cover the series"
+    );
+    let lens: Vec<usize> = lens.iter().copied().filter(|&l| l > 0).collect();
+    let shortest = lens.iter().copied().min().unwrap_or(0);
+    let n = x.len();
+    if shortest < 4 {
+        return (0.5, 0);
+    }
+    let m = mean(x);
+    let c0 = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n as f64;
+    if c0 == 0.0 {
+        return (0.5, 0);
+    }
+    let mut tau = 0.5;
+    let max_lag = shortest / 2;
+    for w in 1..=max_lag {
+        let mut c = 0.0;
+        let mut pairs = 0;
+        let mut start = 0;
+        for &l in &lens {
+            let xs = &x[start..start + l];
+            c += (0..l - w)
+                .map(|i| (xs[i] - m) * (xs[i + w] - m))
+                .sum::<f64>();
+            pairs += l - w;
+            start += l;
+        }
+        tau += c / pairs as f64 / c0;
+        if w as f64 >= 5.0 * tau {
+            return (tau.max(0.5), w);
+        }
+    }
+    (tau.max(0.5), max_lag)
+}
+
+/// [`correlated`] for independent chains concatenated in `x` (lengths `lens`): the pooled
+/// mean with the error `sqrt(2 tau_int var / n)`, `tau_int` from [`tau_int_chains`]. One chain
+/// gives exactly [`correlated`].
+pub fn correlated_chains(x: &[f64], lens: &[usize]) -> Stats {
+    let m = mean(x);
+    let v = variance(x, m);
+    let (tau, _) = tau_int_chains(x, lens);
+    Stats {
+        mean: m,
+        error: (2.0 * tau * v / x.len() as f64).sqrt(),
+        variance: v,
+        tau_int: tau,
+        n: x.len(),
+    }
+}
+
 /// Binning analysis: `(bin size, error of the mean from bins of that size)` for bin sizes
 /// `1, 2, 4, ...` while at least 32 bins remain.
 pub fn binning(x: &[f64]) -> Vec<(usize, f64)> {
@@ -278,6 +337,24 @@ mod tests {
             (ess - (-s * s).exp()).abs() < 4.0 * e_err + 1e-3,
             "{ess} +- {e_err}"
         );
+    }
+
+    #[test]
+    fn tau_int_of_chains_ignores_boundaries() {
+        // One chain: exactly the single-series estimator.
+        let x = ar1(0.8, 20_000, 9);
+        assert_eq!(tau_int_chains(&x, &[x.len()]), tau_int(&x));
+        assert_eq!(correlated_chains(&x, &[x.len()]), correlated(&x));
+        // Four independent AR(1) chains: tau_int = (1 + rho) / (2 (1 - rho)) = 4.5, and the
+        // error of the pooled mean is that of a chain four times longer.
+        let rho = 0.8;
+        let chains: Vec<Vec<f64>> = (0..4).map(|c| ar1(rho, 50_000, 20 + c)).collect();
+        let all = chains.concat();
+        let (tau, _) = tau_int_chains(&all, &[50_000; 4]);
+        assert!((tau - 4.5).abs() < 0.3, "{tau}");
+        let s = correlated_chains(&all, &[50_000; 4]);
+        let want = (2.0 * 4.5 / 200_000f64).sqrt();
+        assert!((s.error / want - 1.0).abs() < 0.1, "{} vs {want}", s.error);
     }
 
     #[test]

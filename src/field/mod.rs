@@ -12,7 +12,7 @@ pub mod observables;
 pub mod phi4;
 
 pub use chain::{run_chain, ChainConfig, ChainResult, Configs, Method};
-pub use observables::{analyse, Analysis, Estimate, Recorder};
+pub use observables::{analyse, analyse_chains, Analysis, Estimate, Recorder};
 pub mod npy;
 pub mod sample;
 pub mod variational;

@@ -22,6 +22,11 @@
 //! Means of single series carry `sqrt(2 tau_int var / n)` errors; functions of several means
 //! (susceptibility, Binder, G, xi) carry jackknife errors over blocks much longer than
 //! `tau_int`.
+//!
+//! Several independent chains ([`analyse_chains`], e.g. one per MPI rank) are analysed as one
+//! pooled series whose autocorrelations are taken within chains only
+//! ([`stats::tau_int_chains`]); jackknife blocks of the concatenation may straddle a chain
+//! boundary, which is harmless (it only joins two independent stretches).
 
 use std::collections::BTreeMap;
 use std::f64::consts::PI;
@@ -121,6 +126,40 @@ impl Recorder {
         self.m.len()
     }
 
+    /// The recorded series as one flat vector (for sending to another process):
+    /// `[len, has_sd, m.., energy.., f_kmin.., schwinger_dyson.., corr..]`.
+    pub fn pack(&self) -> Vec<f64> {
+        let mut v = vec![
+            self.len() as f64,
+            (!self.schwinger_dyson.is_empty()) as u8 as f64,
+        ];
+        v.extend(&self.m);
+        v.extend(&self.energy);
+        v.extend(&self.f_kmin);
+        v.extend(&self.schwinger_dyson);
+        v.extend(&self.corr);
+        v
+    }
+
+    /// Appends series packed by [`Recorder::pack`] (of the same lattice) after this one's;
+    /// returns the number of values consumed from `v`.
+    pub fn extend_packed(&mut self, v: &[f64]) -> usize {
+        let len = v[0] as usize;
+        let sd = if v[1] != 0.0 { len } else { 0 };
+        let mut at = 2;
+        let mut take = |k: usize| {
+            let s = &v[at..at + k];
+            at += k;
+            s
+        };
+        self.m.extend(take(len));
+        self.energy.extend(take(len));
+        self.f_kmin.extend(take(len));
+        self.schwinger_dyson.extend(take(sd));
+        self.corr.extend(take(len * self.lx));
+        at
+    }
+
     pub fn is_empty(&self) -> bool {
         self.m.is_empty()
     }
@@ -164,16 +203,21 @@ impl Recorder {
     }
 }
 
-fn correlated(x: &[f64]) -> Estimate {
-    let s = stats::correlated(x);
-    Estimate::new(s.mean, s.error)
-}
-
 /// Number of jackknife blocks.
 const BLOCKS: usize = 50;
 
 /// Estimates every observable of the recorded series (at least 4 configurations).
 pub fn analyse(rec: &Recorder) -> Analysis {
+    analyse_chains(rec, &[rec.len()])
+}
+
+/// [`analyse`] for independent chains recorded one after the other (lengths `lens`):
+/// autocorrelation times and the errors of means take pairs within chains only.
+pub fn analyse_chains(rec: &Recorder, lens: &[usize]) -> Analysis {
+    let correlated = |x: &[f64]| {
+        let s = stats::correlated_chains(x, lens);
+        Estimate::new(s.mean, s.error)
+    };
     let n_sites = (rec.lx * rec.ly) as f64;
     let samples = rec.len();
     let abs_m: Vec<f64> = rec.m.iter().map(|m| m.abs()).collect();
@@ -223,7 +267,7 @@ pub fn analyse(rec: &Recorder) -> Analysis {
         g.error.push(e.error);
     }
     let tau = |x: &[f64]| {
-        let (t, w) = stats::tau_int(x);
+        let (t, w) = stats::tau_int_chains(x, lens);
         Estimate::new(t, stats::tau_int_error(t, w, x.len()))
     };
     Analysis {

@@ -11,13 +11,24 @@
 //! Files are written through a temporary file and a rename; checkpoints through
 //! [`crate::run::write_checkpoint`]. `--resume DIR` continues the training of a model run
 //! from its checkpoint and then samples; a Markov-chain run is redone from its seed.
+//!
+//! **Several chains, several processes** ([`crate::parallel`]): `chains` independent chains
+//! (Markov chains, or model-proposal MH chains) share the `samples`; chain `c` draws from a
+//! generator of `(seed, c)` only, ranks run contiguous ranges of chains, and every rank
+//! gathers all chains in chain order and analyses them with autocorrelations taken within
+//! chains ([`analyse_chains`]). The model's training batches are split into `chains` chunks
+//! the same way. So results depend on `chains`, not on the number of ranks, and one chain is
+//! the single-chain run. Only rank 0 writes the run directory.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+
+use rand::RngCore;
 
 use serde::{Deserialize, Serialize};
 
@@ -25,12 +36,13 @@ use super::chain::{run_chain, ChainConfig, Configs, Method};
 use super::exact::{
     ising_enumerate, ising_kaufman, ising_magnetization_moments, ising_transfer_matrix,
 };
-use super::observables::{analyse, Estimate, TwoPoint};
+use super::observables::{analyse_chains, Estimate, Recorder, TwoPoint};
 use super::theory::Theory;
 use super::variational::{IsingModel, TrainConfig, TrainStats};
 use crate::error::{Error, Result};
 use crate::lattice::{Lattice, Shape};
 use crate::model::ModelConfig;
+use crate::parallel::{self, chunk_rng, Chunks, Communicator};
 use crate::rg::Schedule;
 use crate::run::{checkpoint_to_read, io_err, write_atomic, write_checkpoint};
 use crate::spec::{self, ClassicalProblem};
@@ -61,6 +73,14 @@ pub struct SampleConfig {
     pub local_every: usize,
     /// Training iterations between checkpoints.
     pub checkpoint_every: usize,
+    /// Independent chains sharing `samples` (and chunks of each training batch); results
+    /// depend on it, not on the number of MPI ranks (at least one chain per rank).
+    #[serde(default = "one")]
+    pub chains: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The content of `observables.json` (and of `--json`).
@@ -72,6 +92,8 @@ pub struct SampleReport {
     pub method: Method,
     pub status: String,
     pub samples: usize,
+    /// Independent chains the samples come from.
+    pub chains: usize,
     #[serde(flatten)]
     pub estimates: BTreeMap<String, Estimate>,
     /// `tau_int` of `|M|`, in measurements.
@@ -168,72 +190,267 @@ pub fn run(
     stop: &AtomicBool,
     monitor: &mut dyn SampleMonitor,
 ) -> Result<Outcome> {
+    run_with(
+        parallel::single(),
+        cfg,
+        dir,
+        resume,
+        stop_after,
+        stop,
+        monitor,
+    )
+}
+
+/// [`run`] shared by the ranks of `comm`: each runs its chains (and chunks of the training
+/// batches); rank 0 writes the run directory; every rank returns the same outcome.
+pub fn run_with(
+    comm: Arc<dyn Communicator>,
+    cfg: &SampleConfig,
+    dir: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    stop: &AtomicBool,
+    monitor: &mut dyn SampleMonitor,
+) -> Result<Outcome> {
     let problem = validate(cfg)?;
-    if !resume && dir.join("config.json").exists() {
-        return Err(Error::Input(format!(
-            "{} already holds a run; continue it with --resume {0} or choose another --out",
-            dir.display()
-        )));
-    }
-    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    if !resume {
-        let json = serde_json::to_vec_pretty(cfg).expect("config serialises");
-        write_atomic(&dir.join("config.json"), &json)?;
+    let chains = Chunks::new(cfg.samples, cfg.chains, comm.size(), "--chains")?;
+    let root = comm.rank() == 0;
+    if root {
+        if !resume && dir.join("config.json").exists() {
+            return Err(Error::Input(format!(
+                "{} already holds a run; continue it with --resume {0} or choose another --out",
+                dir.display()
+            )));
+        }
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        if !resume {
+            let json = serde_json::to_vec_pretty(cfg).expect("config serialises");
+            write_atomic(&dir.join("config.json"), &json)?;
+        }
     }
     let lattice = &problem.lattice;
     let mut report = match cfg.method {
-        Method::Model => match run_model(cfg, &problem, dir, resume, stop_after, stop, monitor)? {
-            Outcome::Done(r) => *r,
-            paused => return Ok(paused),
-        },
+        Method::Model => {
+            match run_model(
+                &comm, cfg, &problem, &chains, dir, resume, stop_after, stop, monitor,
+            )? {
+                Outcome::Done(r) => *r,
+                paused => return Ok(paused),
+            }
+        }
         _ => {
-            let chain_cfg = ChainConfig {
-                method: cfg.method,
-                samples: cfg.samples,
-                thermalise: cfg.thermalise,
-                sweeps_per_sample: cfg.sweeps_per_sample,
-                seed: cfg.seed,
-            };
-            let total = cfg.samples;
-            let r = run_chain(
-                lattice,
-                &problem.theory,
-                &chain_cfg,
-                &mut |k| {
-                    if k % 64 == 0 || k == total {
-                        monitor.sampling(k, total)
-                    }
-                },
-                stop,
-            )?;
-            if r.recorder.len() < 4 {
+            let mine = chains.of_rank(comm.rank(), comm.size());
+            let total = chains.items_of_rank(comm.rank(), comm.size()).len();
+            let mut parts = Vec::new();
+            let mut done = 0;
+            for c in mine {
+                let chain_cfg = ChainConfig {
+                    method: cfg.method,
+                    samples: chains.range(c).len(),
+                    thermalise: cfg.thermalise,
+                    sweeps_per_sample: cfg.sweeps_per_sample,
+                    seed: chain_seed(cfg.seed, c),
+                };
+                let r = run_chain(
+                    lattice,
+                    &problem.theory,
+                    &chain_cfg,
+                    &mut |k| {
+                        let k = done + k;
+                        if k % 64 == 0 || k == total {
+                            monitor.sampling(k, total)
+                        }
+                    },
+                    stop,
+                )?;
+                done += r.recorder.len();
+                parts.push(ChainPart {
+                    recorder: r.recorder,
+                    configs: r.configs,
+                    log_w: Vec::new(),
+                    acceptance: r.acceptance,
+                    seconds: r.seconds,
+                    complete: r.complete,
+                    step: r.step,
+                    leapfrog_steps: r.leapfrog_steps,
+                });
+            }
+            let m = merge_chains(comm.as_ref(), lattice, &chains, parts);
+            if m.recorder.len() < 4 {
                 return Err(Error::Input(
                     "interrupted before 4 samples were measured; nothing to report".into(),
                 ));
             }
-            write_samples(dir, lattice, &r.configs)?;
+            if root {
+                write_samples(dir, lattice, &m.configs)?;
+            }
             let mut rep = report_from(
                 &problem,
                 cfg,
-                &analyse(&r.recorder),
-                r.acceptance,
-                r.seconds,
+                &analyse_chains(&m.recorder, &m.lens),
+                m.acceptance,
+                m.seconds,
             );
-            rep.status = if r.complete {
+            rep.status = if m.complete {
                 "finished"
             } else {
                 "interrupted"
             }
             .into();
-            rep.step_size = r.step;
-            rep.leapfrog_steps = r.leapfrog_steps;
+            rep.step_size = m.step;
+            rep.leapfrog_steps = m.leapfrog_steps;
             rep
         }
     };
     report.exact = exact_values(lattice, &problem.theory);
-    let json = serde_json::to_vec_pretty(&report).expect("report serialises");
-    write_atomic(&dir.join("observables.json"), &json)?;
+    if root {
+        let json = serde_json::to_vec_pretty(&report).expect("report serialises");
+        write_atomic(&dir.join("observables.json"), &json)?;
+    }
     Ok(Outcome::Done(Box::new(report)))
+}
+
+/// The seed of Markov chain `c`: the run's seed for chain 0 (so one chain is the
+/// single-chain run), an unrelated one from `(seed, c)` otherwise.
+pub fn chain_seed(seed: u64, c: usize) -> u64 {
+    if c == 0 {
+        seed
+    } else {
+        chunk_rng(seed, usize::MAX, c).next_u64()
+    }
+}
+
+/// What one chain produced (Markov chain or model-proposal MH chain).
+struct ChainPart {
+    recorder: Recorder,
+    configs: Configs,
+    /// Importance weights of the proposals (model chains).
+    log_w: Vec<f64>,
+    acceptance: Estimate,
+    seconds: f64,
+    complete: bool,
+    step: Option<f64>,
+    leapfrog_steps: Option<usize>,
+}
+
+/// All chains of all ranks, in chain order.
+struct Merged {
+    recorder: Recorder,
+    /// Length of every chain.
+    lens: Vec<usize>,
+    configs: Configs,
+    log_w: Vec<f64>,
+    /// Length-weighted mean of the chains' acceptances, with their errors combined as
+    /// independent.
+    acceptance: Estimate,
+    /// Wall time: the slowest rank's sum over its chains.
+    seconds: f64,
+    complete: bool,
+    /// Chain 0's tuned step.
+    step: Option<f64>,
+    leapfrog_steps: Option<usize>,
+}
+
+/// Gathers every rank's chains (`parts`: this rank's, in chain order) onto every rank.
+fn merge_chains(
+    comm: &dyn Communicator,
+    lattice: &Lattice,
+    chains: &Chunks,
+    parts: Vec<ChainPart>,
+) -> Merged {
+    // Per chain: [recorder.., acceptance mean, error, seconds, complete, step, leapfrog,
+    // field?, configs len, configs.., log_w len, log_w..]; NaN for a missing step.
+    let mut local = Vec::new();
+    for p in &parts {
+        local.extend(p.recorder.pack());
+        local.extend([
+            p.acceptance.mean,
+            p.acceptance.error,
+            p.seconds,
+            f64::from(u8::from(p.complete)),
+            p.step.unwrap_or(f64::NAN),
+            p.leapfrog_steps.map_or(f64::NAN, |n| n as f64),
+        ]);
+        match &p.configs {
+            Configs::Spins(s) => {
+                local.extend([0.0, s.len() as f64]);
+                local.extend(s.iter().map(|&v| v as f64));
+            }
+            Configs::Field(f) => {
+                local.extend([1.0, f.len() as f64]);
+                local.extend(f);
+            }
+        }
+        local.push(p.log_w.len() as f64);
+        local.extend(&p.log_w);
+    }
+    let all = parallel::gather_chunks(comm, local);
+    let mut recorder = Recorder::new(lattice);
+    let mut lens = Vec::with_capacity(chains.n);
+    let mut spins: Vec<i8> = Vec::new();
+    let mut field: Vec<f64> = Vec::new();
+    let mut is_field = false;
+    let mut log_w = Vec::new();
+    let mut acc = Vec::with_capacity(chains.n);
+    let mut seconds = vec![0.0; comm.size()];
+    let (mut complete, mut step, mut leapfrog_steps) = (true, None, None);
+    let mut at = 0;
+    for c in 0..chains.n {
+        let before = recorder.len();
+        at += recorder.extend_packed(&all[at..]);
+        lens.push(recorder.len() - before);
+        let h = &all[at..at + 8];
+        acc.push((lens[c], Estimate::new(h[0], h[1])));
+        let owner = (0..comm.size())
+            .find(|&r| chains.of_rank(r, comm.size()).contains(&c))
+            .expect("every chain has a rank");
+        seconds[owner] += h[2];
+        complete &= h[3] != 0.0;
+        if c == 0 {
+            step = (!h[4].is_nan()).then_some(h[4]);
+            leapfrog_steps = (!h[5].is_nan()).then_some(h[5] as usize);
+        }
+        is_field = h[6] != 0.0;
+        let len = h[7] as usize;
+        at += 8;
+        if is_field {
+            field.extend(&all[at..at + len]);
+        } else {
+            spins.extend(all[at..at + len].iter().map(|&v| v as i8));
+        }
+        at += len;
+        let lw = all[at] as usize;
+        log_w.extend(&all[at + 1..at + 1 + lw]);
+        at += 1 + lw;
+    }
+    let acceptance = if acc.len() == 1 {
+        acc[0].1
+    } else {
+        let total: usize = acc.iter().map(|(n, _)| n).sum::<usize>().max(1);
+        let w = |n: usize| n as f64 / total as f64;
+        Estimate::new(
+            acc.iter().map(|(n, e)| w(*n) * e.mean).sum(),
+            acc.iter()
+                .map(|(n, e)| (w(*n) * e.error).powi(2))
+                .sum::<f64>()
+                .sqrt(),
+        )
+    };
+    Merged {
+        recorder,
+        lens,
+        configs: if is_field {
+            Configs::Field(field)
+        } else {
+            Configs::Spins(spins)
+        },
+        log_w,
+        acceptance,
+        seconds: seconds.iter().copied().fold(0.0, f64::max),
+        complete,
+        step,
+        leapfrog_steps,
+    }
 }
 
 fn report_from(
@@ -251,6 +468,7 @@ fn report_from(
         method: cfg.method,
         status: "finished".into(),
         samples: a.samples,
+        chains: cfg.chains,
         estimates: a.estimates.clone(),
         tau_int: a.tau_int,
         tau_int_energy: a.tau_int_energy,
@@ -328,9 +546,12 @@ fn exact_values(lattice: &Lattice, theory: &Theory) -> BTreeMap<String, f64> {
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_model(
+    comm: &Arc<dyn Communicator>,
     cfg: &SampleConfig,
     problem: &ClassicalProblem,
+    chains: &Chunks,
     dir: &Path,
     resume: bool,
     stop_after: Option<usize>,
@@ -342,7 +563,8 @@ fn run_model(
     };
     let lattice = &problem.lattice;
     let schedule = Schedule::parse(&cfg.scheme, lattice)?;
-    let device = crate::run::device(&cfg.device)?;
+    let device = crate::run::device(&parallel::rank_device(&cfg.device, comm.as_ref()))?;
+    let root = comm.rank() == 0;
     let mut m = IsingModel::new(
         lattice,
         (beta, j, h),
@@ -350,7 +572,8 @@ fn run_model(
         cfg.model.clone(),
         &device,
         cfg.train.clone(),
-    )?;
+    )?
+    .with_comm(comm.clone(), cfg.chains)?;
     let trace_path = dir.join("trace.csv");
     let mut seconds_before = 0.0;
     if resume {
@@ -366,6 +589,9 @@ fn run_model(
             m.iter = st.iter;
             seconds_before = st.seconds;
         }
+    }
+    // Only rank 0 writes the trace.
+    if root && resume {
         // Keep the trace rows before the checkpoint.
         let text = fs::read_to_string(&trace_path).unwrap_or_else(|_| TRACE_HEADER.into());
         let mut kept = String::from(TRACE_HEADER);
@@ -377,15 +603,24 @@ fn run_model(
             }
         }
         write_atomic(&trace_path, kept.as_bytes())?;
-    } else {
+    } else if root {
         write_atomic(&trace_path, TRACE_HEADER.as_bytes())?;
     }
-    let mut trace = fs::OpenOptions::new()
-        .append(true)
-        .open(&trace_path)
-        .map_err(|e| io_err(&trace_path, e))?;
+    let mut trace = if root {
+        Some(
+            fs::OpenOptions::new()
+                .append(true)
+                .open(&trace_path)
+                .map_err(|e| io_err(&trace_path, e))?,
+        )
+    } else {
+        None
+    };
     let t0 = Instant::now();
     let checkpoint = |m: &IsingModel, seconds: f64| {
+        if !root {
+            return Ok(());
+        }
         let st = State {
             iter: m.iter,
             adam_t: m.adam.t,
@@ -403,12 +638,26 @@ fn run_model(
     };
     let mut last: Option<TrainStats> = None;
     let start = m.iter;
+    if comm.size() > 1 {
+        check_params(&m)?;
+    }
     while m.iter < cfg.train.iters {
-        if stop.load(Ordering::SeqCst) || stop_after.is_some_and(|k| m.iter - start >= k) {
+        if parallel::any(comm.as_ref(), stop.load(Ordering::SeqCst))
+            || stop_after.is_some_and(|k| m.iter - start >= k)
+        {
             checkpoint(&m, seconds_before + t0.elapsed().as_secs_f64())?;
             return Ok(Outcome::Paused { iter: m.iter });
         }
+        parallel::test_fault(comm.as_ref(), m.iter);
         let s = m.train_step()?;
+        if comm.size() > 1 && m.iter.is_multiple_of(crate::vmc::driver::CHECKSUM_EVERY) {
+            check_params(&m)?;
+        }
+        let Some(trace) = trace.as_mut() else {
+            monitor.training(&s, cfg.train.iters);
+            last = Some(s);
+            continue;
+        };
         trace
             .write_all(
                 format!(
@@ -433,25 +682,44 @@ fn run_model(
     }
     let training_seconds = seconds_before + t0.elapsed().as_secs_f64();
     checkpoint(&m, training_seconds)?;
-    // Sampling draws from its own generator, distinct from every training iteration's.
-    let mut rng = crate::vmc::Vmc::rng_for(cfg.seed ^ 0x5A5A_5A5A_5A5A_5A5A, usize::MAX / 2);
-    let total = cfg.samples;
-    let mh = m.metropolis_hastings(
-        lattice,
-        cfg.samples,
-        cfg.batch.max(1),
-        cfg.local_every,
-        &mut rng,
-        &mut |k| monitor.sampling(k, total),
-        stop,
-    )?;
+    // Sampling draws from its own generators (one per chain), distinct from every training
+    // iteration's; chain 0's is the historical single chain's.
+    let total = chains.items_of_rank(comm.rank(), comm.size()).len();
+    let mut parts = Vec::new();
+    let mut done = 0;
+    for c in chains.of_rank(comm.rank(), comm.size()) {
+        let mut rng = chunk_rng(cfg.seed ^ 0x5A5A_5A5A_5A5A_5A5A, usize::MAX / 2, c);
+        let mh = m.metropolis_hastings(
+            lattice,
+            chains.range(c).len(),
+            cfg.batch.max(1),
+            cfg.local_every,
+            &mut rng,
+            &mut |k| monitor.sampling(done + k, total),
+            stop,
+        )?;
+        done += mh.recorder.len();
+        parts.push(ChainPart {
+            recorder: mh.recorder,
+            configs: Configs::Spins(mh.spins),
+            log_w: mh.log_w,
+            acceptance: mh.acceptance,
+            seconds: mh.seconds,
+            complete: mh.complete,
+            step: None,
+            leapfrog_steps: None,
+        });
+    }
+    let mh = merge_chains(comm.as_ref(), lattice, chains, parts);
     if mh.recorder.len() < 4 {
         return Err(Error::Input(
             "interrupted before 4 samples were drawn; nothing to report".into(),
         ));
     }
-    write_samples(dir, lattice, &Configs::Spins(mh.spins.clone()))?;
-    let a = analyse(&mh.recorder);
+    if root {
+        write_samples(dir, lattice, &mh.configs)?;
+    }
+    let a = analyse_chains(&mh.recorder, &mh.lens);
     let mut rep = report_from(problem, cfg, &a, mh.acceptance, mh.seconds);
     rep.status = if mh.complete {
         "finished"
@@ -513,6 +781,24 @@ pub fn chain_warnings(
              metropolis"
         )]
     }
+}
+
+/// Errors when the model's parameters differ between ranks.
+fn check_params(m: &IsingModel) -> Result<()> {
+    let mut all = Vec::new();
+    for (_, p) in m.model.params() {
+        all.extend(
+            p.as_tensor()
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?,
+        );
+    }
+    parallel::check_same(
+        m.comm.as_ref(),
+        parallel::checksum_f32(&all),
+        &format!("the model parameters after {} training iterations", m.iter),
+    )
 }
 
 /// The default run directory `runs/NAME-METHOD-sSEED`.

@@ -17,8 +17,14 @@
 //! sample size `ESS = (sum w)^2 / (B sum w^2)` and `log Z = log mean w` with a delta-method
 //! error; an independence Metropolis-Hastings chain accepts a proposal `s'` with
 //! `min(1, w(s') / w(s))`, exact for any model, however poorly trained (only slower).
+//!
+//! **Data parallel** ([`crate::parallel`]): a training batch is split into `chunks` chunks
+//! with their own generators; ranks draw and differentiate their chunks, gather every
+//! sample's `beta E + log q` for the baseline, and sum per-chunk gradients in chunk order, as
+//! the VMC does, so training does not depend on the number of ranks.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -31,9 +37,9 @@ use super::theory::{ising_energy, Neighbours};
 use crate::error::{Error, Result};
 use crate::lattice::Lattice;
 use crate::model::{MaskedDiffusion, ModelConfig};
+use crate::parallel::{self, chunk_rng, Chunks, Communicator};
 use crate::rg::Schedule;
 use crate::vmc::adam::Adam;
-use crate::vmc::Vmc;
 
 /// Largest number of (configuration, step, site) rows of one teacher-forced pass when
 /// evaluating proposals.
@@ -94,6 +100,10 @@ pub struct IsingModel {
     pub cfg: TrainConfig,
     /// Training iterations completed.
     pub iter: usize,
+    /// Processes sharing each training batch, and the chunks it is split into (1 and one
+    /// chunk unless set by [`IsingModel::with_comm`]).
+    pub comm: Arc<dyn Communicator>,
+    pub chunks: usize,
     nb: Neighbours,
     beta: f64,
     j: f64,
@@ -137,11 +147,21 @@ impl IsingModel {
             adam,
             cfg,
             iter: 0,
+            comm: parallel::single(),
+            chunks: 1,
             nb: Neighbours::new(lattice),
             beta,
             j,
             h,
         })
+    }
+
+    /// Shares training batches with the ranks of `comm`, split into `chunks` chunks.
+    pub fn with_comm(mut self, comm: Arc<dyn Communicator>, chunks: usize) -> Result<Self> {
+        Chunks::new(self.cfg.samples.max(2), chunks, comm.size(), "--chains")?;
+        self.comm = comm;
+        self.chunks = chunks;
+        Ok(self)
     }
 
     /// `beta E(s)` of model states (0 = up, 1 = down) at inverse temperature `beta`.
@@ -219,41 +239,59 @@ impl IsingModel {
         self.cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * x).cos()))
     }
 
-    /// One training iteration with the generator of `(seed, iter)` (so a resumed run draws
-    /// what the uninterrupted one would).
+    /// One training iteration with the generators of `(seed, iter, chunk)` (so a resumed run
+    /// draws what the uninterrupted one would, on any number of ranks).
     pub fn train_step(&mut self) -> Result<TrainStats> {
         let t0 = Instant::now();
         let t = self.iter;
         let b = self.cfg.samples.max(2);
-        let mut rng = Vmc::rng_for(self.cfg.seed, t);
-        // Draw from q_sym without its log q (the differentiable pass below computes it).
-        let (mut s, _) = self.model.sample(b, &mut rng)?;
-        if self.cfg.symmetric {
-            for row in s.chunks_mut(self.model.n_sites()) {
-                if rng.random::<bool>() {
-                    row.iter_mut().for_each(|v| *v ^= 1);
+        let comm = self.comm.clone();
+        let chunks = Chunks::new(b, self.chunks, comm.size(), "--chains")?;
+        let beta_t = self.beta_at(t);
+        let n = self.model.n_sites();
+        let mut spins = Vec::new();
+        // Per chunk of this rank: the differentiable log q, and (f, log q) per sample.
+        let mut mine = Vec::new();
+        let mut local = Vec::new();
+        for c in chunks.of_rank(comm.rank(), comm.size()) {
+            let mut rng = chunk_rng(self.cfg.seed, t, c);
+            // Draw from q_sym without its log q (the differentiable pass below computes it).
+            let (mut s, _) = self.model.sample(chunks.range(c).len(), &mut rng)?;
+            if self.cfg.symmetric {
+                for row in s.chunks_mut(n) {
+                    if rng.random::<bool>() {
+                        row.iter_mut().for_each(|v| *v ^= 1);
+                    }
                 }
             }
+            let e = self.energies(&s, &mut spins);
+            let lq_t = self.log_q(&s)?;
+            let lq: Vec<f64> = lq_t.to_dtype(DType::F64)?.to_vec1()?;
+            for (e, l) in e.iter().zip(&lq) {
+                local.extend([beta_t * e + l, *l]);
+            }
+            mine.push((c, lq_t));
         }
-        let beta_t = self.beta_at(t);
-        let mut spins = Vec::new();
-        let e = self.energies(&s, &mut spins);
-        let lq_t = self.log_q(&s)?;
-        let lq: Vec<f64> = lq_t.to_dtype(DType::F64)?.to_vec1()?;
-        let f: Vec<f64> = e.iter().zip(&lq).map(|(e, l)| beta_t * e + l).collect();
+        let all = parallel::gather_chunks(comm.as_ref(), local);
+        let f: Vec<f64> = all.chunks_exact(2).map(|v| v[0]).collect();
+        let lq: Vec<f64> = all.chunks_exact(2).map(|v| v[1]).collect();
         let fs = crate::stats::independent(&f);
         if !fs.mean.is_finite() {
             return Err(Error::Diverged(format!(
                 "the free energy is not finite at training iteration {t}"
             )));
         }
-        let c: Vec<f32> = f
-            .iter()
-            .map(|v| ((v - fs.mean) / b as f64) as f32)
-            .collect();
-        let c = Tensor::from_vec(c, b, self.model.device())?.to_dtype(lq_t.dtype())?;
-        let loss = (lq_t * c)?.sum_all()?;
-        let grads = loss.backward()?;
+        let mut grads = Vec::with_capacity(mine.len());
+        for (c, lq_t) in mine {
+            let cw: Vec<f32> = f[chunks.range(c)]
+                .iter()
+                .map(|v| ((v - fs.mean) / b as f64) as f32)
+                .collect();
+            let len = cw.len();
+            let cw = Tensor::from_vec(cw, len, self.model.device())?.to_dtype(lq_t.dtype())?;
+            grads.push((lq_t * cw)?.sum_all()?.backward()?);
+        }
+        let grads = crate::vmc::driver::reduce_chunk_grads(comm.as_ref(), &self.model, &grads)?;
         let lr = self.lr_at(t);
         self.adam.step(self.model.params(), &grads, lr)?;
         self.iter += 1;

@@ -13,6 +13,12 @@
 //! parts for real parameters), `dtheta = Obar^T (Obar Obar^T + eps I)^-1 ebar`, applied as
 //! `theta -= lr dtheta`. Per-sample gradients come from one batched backward pass
 //! ([`MaskedDiffusion::log_prob_jacobian`]).
+//!
+//! **Data parallel** ([`crate::parallel`]): the batch is split into `chunks` chunks, each
+//! drawn from its own generator; a rank samples, measures and differentiates its chunks; all
+//! ranks gather the per-sample local energies and `log p`, the per-chunk gradients (Adam) or
+//! the Jacobian rows (minSR) in chunk order, so every rank computes the same statistics and
+//! applies the same update whatever the number of ranks.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
@@ -23,11 +29,21 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use super::adam::Adam;
 use super::local_energy::local_energies;
 use crate::error::{Error, Result};
 use crate::model::MaskedDiffusion;
 use crate::operator::Operator;
+use crate::parallel::{self, chunk_rng, Chunks, Communicator};
+
+/// Iterations between the checks that every rank holds the same parameters.
+pub const CHECKSUM_EVERY: usize = 10;
+
+fn one() -> usize {
+    1
+}
 
 /// The optimiser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +70,11 @@ pub struct VmcConfig {
     /// Iterations over which the temperature falls to 0.
     pub anneal_iters: usize,
     pub seed: u64,
+    /// Chunks the batch is split into, each with its own generator ([`parallel::chunk_rng`]);
+    /// results depend on it and not on the number of MPI ranks (at least one chunk per rank).
+    /// 1 is the single stream of the one-process runs before MPI support.
+    #[serde(default = "one")]
+    pub chunks: usize,
 }
 
 impl Default for VmcConfig {
@@ -67,6 +88,7 @@ impl Default for VmcConfig {
             anneal_t0: 0.0,
             anneal_iters: 0,
             seed: 1,
+            chunks: 1,
         }
     }
 }
@@ -88,6 +110,12 @@ pub struct IterationStats {
     pub lr: f64,
     pub seconds: f64,
     pub samples_per_second: f64,
+    /// Seconds of this iteration spent in MPI collectives (0 for one process).
+    #[serde(default)]
+    pub comm_seconds: f64,
+    /// The part of `comm_seconds` spent waiting for the slowest rank.
+    #[serde(default)]
+    pub wait_seconds: f64,
 }
 
 /// Energy statistics of a batch of local energies (independent samples).
@@ -100,6 +128,64 @@ pub fn energy_stats(eloc: &[Complex64], n_sites: usize) -> (f64, f64, f64, f64, 
     (mean.re, mean.im, error, var, v_score)
 }
 
+/// The sum of per-chunk gradients of `model`'s parameters over every chunk of every rank
+/// (`local`: this rank's chunks, in order), taken in chunk order in `f64` on every rank, so
+/// that it does not depend on how chunks are spread over ranks. A parameter keeps no gradient
+/// only if no chunk gave it one (as a single backward pass would).
+pub fn reduce_chunk_grads(
+    comm: &dyn Communicator,
+    model: &MaskedDiffusion,
+    local: &[GradStore],
+) -> Result<GradStore> {
+    let params = model.params();
+    let sizes: Vec<usize> = params.iter().map(|(_, p)| p.elem_count()).collect();
+    let n_params: usize = sizes.iter().sum();
+    // Per chunk: a presence flag per parameter, then the flattened gradient.
+    let mut flat: Vec<f32> = Vec::with_capacity(local.len() * (params.len() + n_params));
+    for g in local {
+        let mut values = Vec::with_capacity(n_params);
+        for ((_, p), &len) in params.iter().zip(&sizes) {
+            match g.get(p.as_tensor()) {
+                Some(t) => {
+                    flat.push(1.0);
+                    values.extend(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+                }
+                None => {
+                    flat.push(0.0);
+                    values.extend(std::iter::repeat_n(0.0, len));
+                }
+            }
+        }
+        flat.extend(values);
+    }
+    let all = parallel::all_gather_f32(comm, &flat).concat();
+    let stride = params.len() + n_params;
+    let mut present = vec![false; params.len()];
+    let mut sum = vec![0f64; n_params];
+    for chunk in all.chunks_exact(stride) {
+        for (k, &f) in chunk[..params.len()].iter().enumerate() {
+            present[k] |= f != 0.0;
+        }
+        for (acc, &g) in sum.iter_mut().zip(&chunk[params.len()..]) {
+            *acc += g as f64;
+        }
+    }
+    let mut grads = GradStore::default();
+    let mut offset = 0;
+    for (k, ((_, p), &len)) in params.iter().zip(&sizes).enumerate() {
+        if present[k] {
+            let v: Vec<f32> = sum[offset..offset + len]
+                .iter()
+                .map(|&x| x as f32)
+                .collect();
+            let g = Tensor::from_vec(v, p.dims(), model.device())?.to_dtype(p.dtype())?;
+            grads.insert(p.as_tensor(), g);
+        }
+        offset += len;
+    }
+    Ok(grads)
+}
+
 /// A VMC optimisation of one model against one Hamiltonian.
 pub struct Vmc<'a> {
     pub model: MaskedDiffusion,
@@ -108,6 +194,9 @@ pub struct Vmc<'a> {
     pub adam: Adam,
     /// Iterations completed.
     pub iter: usize,
+    /// The processes sharing the batch ([`parallel::SingleProcess`] unless set by
+    /// [`Vmc::with_comm`]).
+    pub comm: Arc<dyn Communicator>,
 }
 
 impl<'a> Vmc<'a> {
@@ -119,7 +208,39 @@ impl<'a> Vmc<'a> {
             cfg,
             adam,
             iter: 0,
+            comm: parallel::single(),
         })
+    }
+
+    /// Shares the batch with the processes of `comm`.
+    pub fn with_comm(mut self, comm: Arc<dyn Communicator>) -> Result<Self> {
+        Chunks::new(self.cfg.samples, self.cfg.chunks, comm.size(), "--chunks")?;
+        self.comm = comm;
+        Ok(self)
+    }
+
+    /// Checksum of the parameters' bits (equal on every rank while they apply the same
+    /// updates).
+    pub fn params_checksum(&self) -> Result<u64> {
+        let mut all = Vec::new();
+        for (_, p) in self.model.params() {
+            all.extend(
+                p.as_tensor()
+                    .flatten_all()?
+                    .to_dtype(DType::F32)?
+                    .to_vec1::<f32>()?,
+            );
+        }
+        Ok(parallel::checksum_f32(&all))
+    }
+
+    /// Errors when the parameters differ between ranks (see [`CHECKSUM_EVERY`]).
+    pub fn check_ranks_agree(&self) -> Result<()> {
+        parallel::check_same(
+            self.comm.as_ref(),
+            self.params_checksum()?,
+            &format!("the parameters after {} iterations", self.iter),
+        )
     }
 
     /// The generator of iteration `iter`: a function of the seed and the iteration only, so a
@@ -164,13 +285,67 @@ impl<'a> Vmc<'a> {
         Ok((sampled.configs, sampled.log_p, eloc))
     }
 
+    /// Samples, `log p` and local energies of chunk `c` of `chunks` of iteration `iter`.
+    fn chunk_energies(
+        &self,
+        chunks: &Chunks,
+        c: usize,
+        iter: usize,
+    ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
+        let mut rng = chunk_rng(self.cfg.seed, iter, c);
+        let b = chunks.range(c).len();
+        let sampled = self.model.sample_with_conditionals(b, &mut rng)?;
+        let lpsi = self.model.log_psi_with(&sampled.configs, &sampled.log_p)?;
+        let model = &self.model;
+        let eloc = local_energies(
+            self.op,
+            &sampled.configs,
+            model.n_sites(),
+            &lpsi,
+            &|c, parents| model.log_psi_connected(&sampled, c, parents),
+        )?;
+        Ok((sampled.configs, sampled.log_p, eloc))
+    }
+
+    /// Draws `b` samples of iteration `iter` in the run's chunks, shared among the ranks:
+    /// returns this rank's samples (its chunks, in order) and every sample's `log p` and
+    /// local energy (all chunks in order, the same on every rank).
+    pub fn sample_energies_parallel(
+        &self,
+        b: usize,
+        iter: usize,
+    ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
+        let comm = self.comm.as_ref();
+        let chunks = Chunks::new(b, self.cfg.chunks, comm.size(), "--chunks")?;
+        let mut s = Vec::new();
+        let mut local = Vec::new();
+        for c in chunks.of_rank(comm.rank(), comm.size()) {
+            let (sc, lp, el) = self.chunk_energies(&chunks, c, iter)?;
+            s.extend(sc);
+            for (l, e) in lp.iter().zip(&el) {
+                local.extend([*l, e.re, e.im]);
+            }
+        }
+        let all = parallel::gather_chunks(comm, local);
+        let logp = all.chunks_exact(3).map(|v| v[0]).collect();
+        let eloc = all
+            .chunks_exact(3)
+            .map(|v| Complex64::new(v[1], v[2]))
+            .collect();
+        Ok((s, logp, eloc))
+    }
+
     /// One iteration: sample, measure, update. Refuses to update on a non-finite energy.
     pub fn step(&mut self) -> Result<IterationStats> {
         let t0 = Instant::now();
+        let comm0 = self.comm.comm_seconds();
+        let wait0 = self.comm.wait_seconds();
         let t = self.iter;
         let b = self.cfg.samples;
         let n = self.model.n_sites();
-        let (s, logp, eloc) = self.sample_energies(b, t)?;
+        let (s, logp, eloc) = self.sample_energies_parallel(b, t)?;
+        let mine = Chunks::new(b, self.cfg.chunks, self.comm.size(), "--chunks")?
+            .items_of_rank(self.comm.rank(), self.comm.size());
         let (energy, energy_imag, error, variance, v_score) = energy_stats(&eloc, n);
         if !energy.is_finite() || !variance.is_finite() {
             return Err(Error::Diverged(format!(
@@ -188,12 +363,15 @@ impl<'a> Vmc<'a> {
         let lr = self.lr_at(t);
         match self.cfg.optimizer {
             Optimizer::Adam => {
-                let grads = self.surrogate_gradient(&s, &wa, &wp)?;
+                let grads = self.parallel_gradient(&s, &wa, &wp, mine.start)?;
                 self.adam.step(self.model.params(), &grads, lr)?;
             }
-            Optimizer::Sr => self.sr_update(&s, &wa, &wp, lr)?,
+            Optimizer::Sr => self.sr_update(&s, &wa, &wp, mine.start, lr)?,
         }
         self.iter += 1;
+        if self.comm.size() > 1 && self.iter.is_multiple_of(CHECKSUM_EVERY) {
+            self.check_ranks_agree()?;
+        }
         let seconds = t0.elapsed().as_secs_f64();
         Ok(IterationStats {
             iter: t,
@@ -207,6 +385,8 @@ impl<'a> Vmc<'a> {
             lr,
             seconds,
             samples_per_second: b as f64 / seconds,
+            comm_seconds: self.comm.comm_seconds() - comm0,
+            wait_seconds: self.comm.wait_seconds() - wait0,
         })
     }
 
@@ -214,8 +394,19 @@ impl<'a> Vmc<'a> {
     /// over blocks of samples ([`MaskedDiffusion::samples_per_pass`]) so that the memory of
     /// the backward pass stays bounded.
     pub fn surrogate_gradient(&self, s: &[u8], wa: &[f64], wp: &[f64]) -> Result<GradStore> {
+        self.surrogate_gradient_part(s, wa, wp, wa.len())
+    }
+
+    /// The terms of [`Vmc::surrogate_gradient`] from the samples `s` (weights `wa`, `wp`) of
+    /// a batch of `b` samples in all.
+    pub fn surrogate_gradient_part(
+        &self,
+        s: &[u8],
+        wa: &[f64],
+        wp: &[f64],
+        b: usize,
+    ) -> Result<GradStore> {
         let n = self.model.n_sites();
-        let b = wa.len();
         let per = self.model.samples_per_pass();
         let dev = self.model.device().clone();
         let mut total: Option<GradStore> = None;
@@ -252,11 +443,71 @@ impl<'a> Vmc<'a> {
         Ok(total.expect("at least one sample"))
     }
 
+    /// The surrogate gradient of the whole batch: each rank differentiates its chunks (its
+    /// samples `s`, which start at sample `first` of the batch; `wa`, `wp` cover the batch),
+    /// and [`reduce_chunk_grads`] sums the per-chunk gradients of all ranks in chunk order.
+    fn parallel_gradient(
+        &self,
+        s: &[u8],
+        wa: &[f64],
+        wp: &[f64],
+        first: usize,
+    ) -> Result<GradStore> {
+        let comm = self.comm.as_ref();
+        let b = wa.len();
+        let n = self.model.n_sites();
+        let chunks = Chunks::new(b, self.cfg.chunks, comm.size(), "--chunks")?;
+        let mut per_chunk = Vec::new();
+        for c in chunks.of_rank(comm.rank(), comm.size()) {
+            let r = chunks.range(c);
+            let sc = &s[(r.start - first) * n..(r.end - first) * n];
+            per_chunk.push(self.surrogate_gradient_part(sc, &wa[r.clone()], &wp[r], b)?);
+        }
+        reduce_chunk_grads(comm, &self.model, &per_chunk)
+    }
+
+    /// Rows of a per-sample matrix of every chunk, in chunk order, on every rank: `local`
+    /// holds this rank's chunks' rows (computed chunk by chunk by `rows_of`).
+    fn gather_rows(
+        &self,
+        s: &[u8],
+        first: usize,
+        chunks: &Chunks,
+        rows_of: impl Fn(&[u8]) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let comm = self.comm.as_ref();
+        let n = self.model.n_sites();
+        let mut blocks = Vec::new();
+        for c in chunks.of_rank(comm.rank(), comm.size()) {
+            let r = chunks.range(c);
+            blocks.push(rows_of(&s[(r.start - first) * n..(r.end - first) * n])?);
+        }
+        let local = if blocks.len() == 1 {
+            blocks.pop().expect("one block")
+        } else {
+            Tensor::cat(&blocks, 0)?
+        };
+        if comm.size() == 1 {
+            return Ok(local);
+        }
+        let cols = local.dim(1)?;
+        let dtype = local.dtype();
+        let flat: Vec<f32> = local.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let all = parallel::all_gather_f32(comm, &flat).concat();
+        let rows = all.len() / cols.max(1);
+        Ok(Tensor::from_vec(all, (rows, cols), self.model.device())?.to_dtype(dtype)?)
+    }
+
     /// minSR update from the per-sample Jacobians (one batched backward pass each). The
     /// centred Jacobian, its `B x B` Gram matrix and `Obar^T x` are tensor products on the
     /// model's device; only the Cholesky solve of the Gram system runs on the host.
-    fn sr_update(&mut self, s: &[u8], wa: &[f64], wp: &[f64], lr: f64) -> Result<()> {
+    ///
+    /// With several ranks each computes the Jacobian rows of its chunks (its samples `s`
+    /// start at sample `first`), the rows of all chunks are gathered in chunk order, and every
+    /// rank solves the same system.
+    fn sr_update(&mut self, s: &[u8], wa: &[f64], wp: &[f64], first: usize, lr: f64) -> Result<()> {
         let b = wa.len();
+        let chunks = Chunks::new(b, self.cfg.chunks, self.comm.size(), "--chunks")?;
         let sq = (b as f64).sqrt();
         // Obar: each block centred over the samples and scaled by 1/sqrt(B);
         // Re O = (1/2) d log p, Im O = d theta.
@@ -264,8 +515,13 @@ impl<'a> Vmc<'a> {
             let mean = j.mean_keepdim(0)?;
             Ok((j.broadcast_sub(&mean)? * (scale / sq))?)
         };
-        let mut blocks = vec![centre(self.model.log_prob_jacobian(s)?, 0.5)?];
-        if let Some(jp) = self.model.phase_jacobian(s)? {
+        let model = &self.model;
+        let jac = self.gather_rows(s, first, &chunks, |sc| model.log_prob_jacobian(sc))?;
+        let mut blocks = vec![centre(jac, 0.5)?];
+        if model.config().phase == crate::model::Phase::Learned {
+            let jp = self.gather_rows(s, first, &chunks, |sc| {
+                Ok(model.phase_jacobian(sc)?.expect("a learned phase"))
+            })?;
             blocks.push(centre(jp, 1.0)?);
         }
         // In f64: the Gram matrix of a Jacobian with large entries (learned phases) lost
