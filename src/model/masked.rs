@@ -90,8 +90,15 @@ impl Default for ModelConfig {
 /// `f64`, and unlike `-inf` it multiplies by 0 to 0.
 const FORBIDDEN: f32 = -1e4;
 
-/// Configurations evaluated per network call when many are evaluated without gradients.
+/// Most configurations evaluated per network call (chains of up to 16 sites reach it).
 pub const EVAL_ROWS: usize = 8192;
+
+/// Budget of one network call in gathered convolution inputs (`rows x sites x taps x
+/// width`, in `f32`: about 40 MiB): the rows per call shrink with the lattice so that the
+/// gather buffers stay small enough for the allocator to reuse them (on a 10x10 square, 8192
+/// rows meant a 1.3 GB buffer whose pages the kernel zeroed on every call: a third of the
+/// time).
+const EVAL_ELEMENTS: usize = EVAL_ROWS * 16 * 16 * 5;
 
 /// Exact samples with what the reverse process computed while drawing them.
 #[derive(Clone, Debug)]
@@ -564,11 +571,20 @@ impl MaskedDiffusion {
         Ok(Tensor::cat(&blocks, 0)?)
     }
 
-    /// Samples whose teacher-forced rows (`K` per sample) fit in one pass of [`EVAL_ROWS`]
+    /// Samples whose teacher-forced rows (`K` per sample) fit in one pass of [`Self::eval_rows`]
     /// rows: gradient passes are split into such blocks so that memory stays bounded
     /// whatever the batch and the number of steps.
     pub fn samples_per_pass(&self) -> usize {
-        (EVAL_ROWS / self.schedule.n_steps().max(1)).max(1)
+        (self.eval_rows() / self.schedule.n_steps().max(1)).max(1)
+    }
+
+    /// Configurations per network call: [`EVAL_ROWS`], or fewer on large lattices and wide
+    /// kernels so that one call stays within [`EVAL_ELEMENTS`].
+    pub fn eval_rows(&self) -> usize {
+        let k = self.cfg.kernel;
+        let taps = if self.shape == Shape::Chain { k } else { k * k };
+        let per_row = self.n * taps * self.cfg.width.max(1);
+        (EVAL_ELEMENTS / per_row.max(1)).clamp(16, EVAL_ROWS)
     }
 
     /// Per-sample gradients of the learned phase `theta(s_b)` (a `B x n_params` tensor), or
@@ -579,7 +595,7 @@ impl MaskedDiffusion {
         }
         let d = self.d;
         let mut blocks = Vec::new();
-        for chunk in s.chunks(EVAL_ROWS * self.n) {
+        for chunk in s.chunks(self.eval_rows() * self.n) {
             let steps = vec![self.schedule.n_steps(); chunk.len() / self.n];
             blocks.push(self.per_sample_grads(chunk, &steps, 1, |out| {
                 Ok(out.narrow(2, d, 1)?.sum((1, 2))?)
@@ -650,7 +666,7 @@ impl MaskedDiffusion {
     /// `log p(s') = sum_{x: step(x) < k0} log p_s(s_x) + sum_{x in step k0} log p_s(s'_x)
     ///            + sum_{k > k0} (terms of step k, evaluated on s')`,
     /// where `log p_s(v)` are the sample's conditionals recorded while it was drawn. Only the
-    /// steps after `k0` are evaluated (in batches of [`EVAL_ROWS`] rows). For the RG schedule
+    /// steps after `k0` are evaluated (in batches of [`Self::eval_rows`] rows). For the RG schedule
     /// half of the sites are revealed at the last step, so a single spin flip costs on average
     /// about one step instead of `log2 N`; for the autoregressive schedule, half of `N`. The
     /// learned phase, a function of the whole configuration, takes one pass per `s'`.
@@ -697,7 +713,7 @@ impl MaskedDiffusion {
                     .sum::<f64>();
             rows.extend((k0 + 1..kk).map(|k| (j, k)));
         }
-        for chunk in rows.chunks(EVAL_ROWS) {
+        for chunk in rows.chunks(self.eval_rows()) {
             let cfgs: Vec<u8> = chunk
                 .iter()
                 .flat_map(|&(j, _)| conn[j * n..(j + 1) * n].iter().copied())
@@ -712,7 +728,8 @@ impl MaskedDiffusion {
             }
         }
         let mut out = Vec::with_capacity(m);
-        for (c, l) in conn.chunks(EVAL_ROWS * n).zip(lp.chunks(EVAL_ROWS)) {
+        let rows = self.eval_rows();
+        for (c, l) in conn.chunks(rows * n).zip(lp.chunks(rows)) {
             out.extend(self.log_psi_with(c, l)?);
         }
         Ok(out)
