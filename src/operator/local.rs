@@ -203,5 +203,6 @@ impl Operator for LocalOperator {
             }
         }
         out.diag = diag;
+        out.merge_duplicates();
     }
 }

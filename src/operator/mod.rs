@@ -34,6 +34,9 @@ pub struct Connections {
     pub configs: Vec<u8>,
     /// `H[s', s]` for each connected `s'`, in the same order.
     pub values: Vec<Complex64>,
+    /// Scratch space of [`Connections::merge_duplicates`].
+    order: Vec<(u32, Complex64)>,
+    merged_configs: Vec<u8>,
 }
 
 impl Connections {
@@ -61,6 +64,50 @@ impl Connections {
     /// The `k`-th connected configuration.
     pub fn config(&self, k: usize) -> &[u8] {
         &self.configs[k * self.n_sites..(k + 1) * self.n_sites]
+    }
+
+    /// Sums the elements of repeated configurations and drops those that cancel
+    /// (`|H[s', s]| <= 1e-14`), keeping the order of first occurrence. Operators built from
+    /// independent products list `s'` once per product reaching it (a Heisenberg bond's
+    /// `X X` and `Y Y` both reach the flipped pair, and cancel on a parallel pair); merging
+    /// halves the configurations a local energy must evaluate.
+    pub fn merge_duplicates(&mut self) {
+        let m = self.values.len();
+        if m < 2 {
+            return;
+        }
+        let n = self.n_sites;
+        let cfg = &self.configs;
+        let mut idx: Vec<u32> = (0..m as u32).collect();
+        idx.sort_unstable_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            cfg[a * n..(a + 1) * n]
+                .cmp(&cfg[b * n..(b + 1) * n])
+                .then(a.cmp(&b))
+        });
+        self.order.clear();
+        let mut prev: Option<usize> = None;
+        for &k in &idx {
+            let k = k as usize;
+            let same = prev.is_some_and(|p| cfg[p * n..(p + 1) * n] == cfg[k * n..(k + 1) * n]);
+            if same {
+                self.order.last_mut().expect("a previous entry").1 += self.values[k];
+            } else {
+                self.order.push((k as u32, self.values[k]));
+            }
+            prev = Some(k);
+        }
+        self.order.retain(|e| e.1.norm() > 1e-14);
+        self.order.sort_unstable_by_key(|e| e.0);
+        self.merged_configs.clear();
+        self.values.clear();
+        for &(k, v) in &self.order {
+            let k = k as usize;
+            self.merged_configs
+                .extend_from_slice(&self.configs[k * n..(k + 1) * n]);
+            self.values.push(v);
+        }
+        std::mem::swap(&mut self.configs, &mut self.merged_configs);
     }
 
     /// Appends a copy of `s` modified by `edit`, with element `v`.
@@ -129,7 +176,11 @@ impl Term {
     }
 }
 
-/// A compiled Hamiltonian: Pauli strings for spins, local matrices otherwise.
+/// Most spins a [`PauliSum`] holds (one bit of a `u64` per site).
+pub const MAX_PAULI_SITES: usize = 64;
+
+/// A compiled Hamiltonian: Pauli strings for spins (up to [`MAX_PAULI_SITES`] sites), local
+/// matrices otherwise.
 #[derive(Clone, Debug)]
 pub enum Hamiltonian {
     Pauli(PauliSum),
@@ -142,6 +193,11 @@ impl Hamiltonian {
     pub fn compile(hilbert: Hilbert, terms: &[Term]) -> Hamiltonian {
         let grouped = terms.iter().map(|t| (t.coeff, site_matrices(hilbert, t)));
         match hilbert.local {
+            // Pauli strings pack a configuration into a u64; larger spin lattices (VMC only:
+            // nothing diagonalises 2^65 states) take the generic local-matrix form.
+            LocalSpace::Spin if hilbert.n_sites > MAX_PAULI_SITES => {
+                Hamiltonian::Local(Self::compile_local(hilbert, terms))
+            }
             LocalSpace::Spin => {
                 let mut strings: BTreeMap<(u64, u64), Complex64> = BTreeMap::new();
                 for (c, mats) in grouped {
