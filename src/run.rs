@@ -223,6 +223,17 @@ pub fn prepare(
     } else {
         None
     };
+    if cfg.model.sz.is_some()
+        && matches!(&h, Hamiltonian::Local(_))
+        && hilbert.local == crate::hilbert::LocalSpace::Spin
+    {
+        return Err(Error::Input(format!(
+            "--sz: {} has {} spins; the S^z restriction needs the Pauli form of at most {} spins",
+            cfg.problem,
+            hilbert.n_sites,
+            crate::operator::MAX_PAULI_SITES
+        )));
+    }
     if cfg.model.sz.is_some() && !matches!(&h, Hamiltonian::Pauli(p) if p.conserves_sz()) {
         return Err(Error::Input(format!(
             "--sz: the Hamiltonian of {} does not conserve S^z, so its ground state has no fixed S^z",

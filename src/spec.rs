@@ -35,7 +35,9 @@
 //!   `[re, im]` (default 1). `model.cutoff` and `model.omega` are required when the operators
 //!   are oscillator operators and refused when they are spin operators.
 //!
-//! Spin models are limited to [`MAX_SPIN_SITES`] sites, every lattice to [`MAX_SITES`].
+//! Every lattice is limited to [`MAX_SITES`] sites. Spin models of more than 64 sites are
+//! accepted for variational runs (their Hamiltonian takes the local-matrix form, see
+//! [`crate::operator::MAX_PAULI_SITES`]); exact diagonalisation refuses them by size.
 //!
 //! Every mistake is reported as [`Error::Spec`] with the file, the 1-based line of the
 //! offending key (or of the enclosing table header when a key is missing, or line 1 when a
@@ -54,8 +56,6 @@ use crate::lattice::{Boundary, Lattice, Shape};
 use crate::operator::local_ops::LocalOp;
 use crate::operator::models::{Model, Support, TermSpec};
 
-/// Spin configurations are packed into a `u64`, one bit per site.
-pub const MAX_SPIN_SITES: usize = 64;
 /// Largest lattice accepted for any model (2048 x 2048).
 pub const MAX_SITES: usize = 1 << 22;
 /// Largest oscillator cutoff: local basis indices are stored in a `u8`.
@@ -177,7 +177,7 @@ pub fn parse_any(text: &str, file: &str) -> Result<AnyProblem> {
     };
     root.deny_unknown(&cx, &["lattice", "model"], "at the top level")?;
     let lat = root.subtable(&cx, "lattice", "a problem file needs a [lattice] table")?;
-    let (lattice, size_at) = read_lattice(&cx, &lat)?;
+    let lattice = read_lattice(&cx, &lat)?;
     let model_sec = root.subtable(&cx, "model", "a problem file needs a [model] table")?;
     let name = Path::new(file)
         .file_stem()
@@ -194,17 +194,6 @@ pub fn parse_any(text: &str, file: &str) -> Result<AnyProblem> {
             }))
         }
     };
-    let n = lattice.n_sites();
-    if model.local_space() == LocalSpace::Spin && n > MAX_SPIN_SITES {
-        return Err(cx.err(
-            size_at,
-            "lattice.size",
-            format!(
-                "spin models are limited to {MAX_SPIN_SITES} sites (configurations are packed \
-                 into a u64), found {n} sites"
-            ),
-        ));
-    }
     Ok(AnyProblem::Quantum(Problem {
         path: file.to_string(),
         name,
@@ -471,7 +460,7 @@ const SHAPES: [&str; 2] = ["chain", "square"];
 const BOUNDARIES: [&str; 2] = ["periodic", "open"];
 
 /// Reads `[lattice]`; also returns the offset of the `size` key (where site limits are reported).
-fn read_lattice(cx: &Cx, sec: &Section) -> Result<(Lattice, usize)> {
+fn read_lattice(cx: &Cx, sec: &Section) -> Result<Lattice> {
     sec.deny_unknown(cx, &["shape", "size", "boundary"], "in [lattice]")?;
     let shape_v = sec.require(cx, "shape", "expected one of: chain, square")?;
     let shape = match expect_choice(cx, "lattice.shape", shape_v, "shape", &SHAPES)? {
@@ -507,7 +496,7 @@ fn read_lattice(cx: &Cx, sec: &Section) -> Result<(Lattice, usize)> {
         Shape::Chain => Lattice::chain(extent[0], boundary),
         Shape::Square => Lattice::square(extent[0], extent[1], boundary),
     };
-    Ok((lattice, size_at))
+    Ok(lattice)
 }
 
 /// `size`: `[N]` or `N` for a chain, `[Lx, Ly]` for a square; every entry at least 1.

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use rgdiff::exact::ExactOptions;
+use rgdiff::operator::{Connections, Hamiltonian};
 use rgdiff::spec::{load, parse};
 use rgdiff::Error;
 
@@ -299,30 +301,44 @@ fn negative_size() {
 }
 
 #[test]
-fn spin_model_beyond_64_sites() {
-    refused(
-        &[
-            "[lattice]",
-            "shape = \"chain\"",
-            "size = 65",
-            "[model]",
-            "kind = \"tfim\"",
-            "J = 1",
-            "h = 1",
-        ],
-        3,
-        "lattice.size",
-        "spin models are limited to 64 sites",
+fn spin_models_beyond_64_sites_load_and_exact_diagonalisation_refuses_them() {
+    // 72 spins: no u64 packing, so the Hamiltonian takes the local-matrix form (checked
+    // against the Pauli form on small lattices in tests/exact_physics.rs).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/spins_72.toml");
+    let problem = load(&path).expect("72 spins load for variational runs");
+    assert_eq!(problem.lattice.n_sites(), 72);
+    let hilbert = problem.model.hilbert(&problem.lattice);
+    let h = Hamiltonian::compile(hilbert, &problem.model.terms(&problem.lattice));
+    assert!(matches!(h, Hamiltonian::Local(_)));
+    // On the Neel state of the open 9 x 8 square (127 bonds, all antiparallel), S_i . S_j
+    // gives -1/4 on the diagonal per bond and one exchange of amplitude 1/2 per bond.
+    let lat = &problem.lattice;
+    assert_eq!(lat.bonds().len(), 127);
+    let neel: Vec<u8> = (0..72)
+        .map(|i| u8::from(lat.sublattice_sign(i) < 0))
+        .collect();
+    let mut conn = Connections::new();
+    h.as_operator().connected(&neel, &mut conn);
+    assert!(
+        (conn.diag.re + 127.0 / 4.0).abs() < 1e-12,
+        "{:?}",
+        conn.diag
     );
-    let path = bad_file("too_many_spins.toml");
-    let err = load(&path).unwrap_err();
-    assert_spec(
-        err,
-        &path.display().to_string(),
-        4,
-        "lattice.size",
-        "limited to 64 sites (configurations are packed into a u64), found 72 sites",
-    );
+    // The X X and Y Y parts of a bond reach the same configuration once merged.
+    assert_eq!(conn.len(), 127);
+    let distinct: std::collections::BTreeSet<&[u8]> = (0..127).map(|k| conn.config(k)).collect();
+    assert_eq!(distinct.len(), 127);
+    assert!(conn
+        .values
+        .iter()
+        .all(|v| (v.re - 0.5).abs() < 1e-12 && v.im == 0.0));
+    // A ferromagnetic state: every bond parallel, X X and Y Y cancel, nothing is connected.
+    h.as_operator().connected(&[0u8; 72], &mut conn);
+    assert!(conn.is_empty() && (conn.diag.re - 127.0 / 4.0).abs() < 1e-12);
+    let err = rgdiff::exact::solve(&problem.lattice, &problem.model, &ExactOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exact diagonalization of"), "{err}");
 }
 
 // --- phi4 --------------------------------------------------------------------------------------
