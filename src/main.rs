@@ -118,12 +118,46 @@ struct BenchArgs {
 struct SampleArgs {
     /// Theory file (TOML, kind = "ising" or "phi4-classical"); not needed with --resume.
     file: Option<PathBuf>,
-    /// model | metropolis | wolff | hmc (default: model for Ising, hmc for phi^4)
+    /// model | flow | diffusion | metropolis | wolff | hmc (default: model for Ising, hmc for
+    /// phi^4)
     #[arg(long)]
     method: Option<String>,
-    /// Reverse-process schedule of the model: rg | rg-colors=K | autoregressive
-    #[arg(long, default_value = "rg")]
-    scheme: String,
+    /// RG scheme: rg | rg-colors=K | autoregressive (model, default rg); carosso | polchinski
+    /// (flow, diffusion, default carosso)
+    #[arg(long)]
+    scheme: Option<String>,
+    /// Flow/diffusion: m0^2 of the Gaussian scheme (zero-mode regulator).
+    #[arg(long, default_value_t = 1.0)]
+    m0sq: f64,
+    /// Flow/diffusion: Omega of the carosso scheme.
+    #[arg(long, default_value_t = 1.0)]
+    omega: f64,
+    /// Flow/diffusion: m^2 of the polchinski reference propagator (default: --ref-m2).
+    #[arg(long)]
+    rg_m2: Option<f64>,
+    /// Flow/diffusion: final RG time T (the IR end; default 3 for carosso, 1 for polchinski,
+    /// whose UV modes keep contracting at rate (p^2 + m0^2)/2, a stiff ODE for large T).
+    #[arg(long)]
+    t_max: Option<f64>,
+    /// Flow/diffusion: mass of the known Gaussian part (default: the Hartree mass).
+    #[arg(long)]
+    ref_m2: Option<f64>,
+    /// Flow/diffusion: feature channels (the linear one plus sines).
+    #[arg(long, default_value_t = 6)]
+    channels: usize,
+    /// Flow/diffusion: Chebyshev polynomials in t per kernel value.
+    #[arg(long, default_value_t = 4)]
+    time_basis: usize,
+    /// Flow/diffusion: RK4 steps of the ODE, steps of the reverse SDE.
+    #[arg(long, default_value_t = 16)]
+    steps: usize,
+    /// Flow/diffusion training objective: kl | dsm | both (default: kl; dsm with --data).
+    #[arg(long)]
+    objective: Option<String>,
+    /// Flow/diffusion: float64 .npy configurations (e.g. samples.npy of an HMC run) for
+    /// denoising score matching.
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Training iterations of the model (default 100; with --resume: the new total).
     #[arg(long)]
     train_iters: Option<usize>,
@@ -401,6 +435,7 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
+    use rgdiff::field::flow::{FlowConfig, Objective};
     use rgdiff::field::sample::{self, SampleConfig};
     use rgdiff::field::variational::TrainConfig;
     use rgdiff::field::{Method, Theory};
@@ -437,7 +472,13 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
                 sweeps_per_sample: a.sweeps_per_sample.max(1),
                 seed: a.seed,
                 device: a.device.clone(),
-                scheme: a.scheme.clone(),
+                scheme: a.scheme.clone().unwrap_or_else(|| {
+                    if matches!(method, Method::Flow | Method::Diffusion) {
+                        "carosso".into()
+                    } else {
+                        "rg".into()
+                    }
+                }),
                 model: ModelConfig {
                     width: a.width,
                     depth: a.depth,
@@ -457,6 +498,28 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
                 batch: a.batch.max(1),
                 local_every: a.local_every,
                 checkpoint_every: a.checkpoint_every.max(1),
+                flow: FlowConfig {
+                    m0sq: a.m0sq,
+                    omega: a.omega,
+                    rg_m2: a.rg_m2,
+                    t_max: a
+                        .t_max
+                        .unwrap_or(if a.scheme.as_deref() == Some("polchinski") {
+                            1.0
+                        } else {
+                            3.0
+                        }),
+                    ref_m2: a.ref_m2,
+                    channels: a.channels,
+                    time_basis: a.time_basis,
+                    steps: a.steps,
+                    objective: match &a.objective {
+                        Some(o) => Objective::parse(o)?,
+                        None if a.data.is_some() => Objective::Dsm,
+                        None => Objective::Kl,
+                    },
+                    data: a.data.as_ref().map(|d| d.display().to_string()),
+                },
             };
             let dir = a
                 .out

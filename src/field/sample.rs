@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chain::{run_chain, ChainConfig, Configs, Method};
 use super::exact::{ising_enumerate, ising_kaufman, ising_transfer_matrix};
+use super::flow::{FlowConfig, FlowModel, FlowReport, FlowStats, FlowTrain, Sampler};
 use super::observables::{analyse, Estimate, TwoPoint};
 use super::theory::Theory;
 use super::variational::{IsingModel, TrainConfig, TrainStats};
@@ -59,6 +60,9 @@ pub struct SampleConfig {
     pub local_every: usize,
     /// Training iterations between checkpoints.
     pub checkpoint_every: usize,
+    /// Options of the flow and diffusion methods (phi^4).
+    #[serde(default)]
+    pub flow: FlowConfig,
 }
 
 /// The content of `observables.json` (and of `--json`).
@@ -102,11 +106,15 @@ pub struct SampleReport {
     /// `L x L` squares at h = 0 the transfer matrix up to 8x8 and Kaufman's formula beyond).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub exact: BTreeMap<String, f64>,
+    /// Flow and diffusion methods: integration error, RG two-point functions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowReport>,
 }
 
 /// Observer of a sampling run (the CLI's progress bars).
 pub trait SampleMonitor {
     fn training(&mut self, _stats: &TrainStats, _total: usize) {}
+    fn flow_training(&mut self, _stats: &FlowStats, _total: usize) {}
     fn sampling(&mut self, _done: usize, _total: usize) {}
     fn message(&mut self, _text: &str) {}
 }
@@ -139,6 +147,21 @@ pub fn validate(cfg: &SampleConfig) -> Result<ClassicalProblem> {
     }
     if cfg.method == Method::Model {
         Schedule::parse(&cfg.scheme, &problem.lattice)?;
+    }
+    if matches!(cfg.method, Method::Flow | Method::Diffusion) {
+        let Theory::Phi4 { m2, lambda } = problem.theory else {
+            unreachable!("checked by Method::check")
+        };
+        cfg.flow.build(
+            &cfg.scheme,
+            &problem.lattice,
+            (m2, lambda),
+            cfg.seed,
+            &candle_core::Device::Cpu,
+        )?;
+        if let Some(d) = &cfg.flow.data {
+            read_data(Path::new(d), &problem.lattice)?;
+        }
     }
     Ok(problem)
 }
@@ -181,6 +204,12 @@ pub fn run(
             Outcome::Done(r) => *r,
             paused => return Ok(paused),
         },
+        Method::Flow | Method::Diffusion => {
+            match run_flow(cfg, &problem, dir, resume, stop_after, stop, monitor)? {
+                Outcome::Done(r) => *r,
+                paused => return Ok(paused),
+            }
+        }
         _ => {
             let chain_cfg = ChainConfig {
                 method: cfg.method,
@@ -266,6 +295,7 @@ fn report_from(
         step_size: None,
         leapfrog_steps: None,
         exact: BTreeMap::new(),
+        flow: None,
     }
 }
 
@@ -456,6 +486,200 @@ fn run_model(
     rep.free_energy_bound = last.map(|s| Estimate::new(s.free_energy, s.free_energy_error));
     rep.training_seconds = training_seconds;
     rep.training_iterations = m.iter;
+    Ok(Outcome::Done(Box::new(rep)))
+}
+
+/// Reads `--data`: a float64 `.npy` of configurations of `lattice` (shape `(S, Ly, Lx)` or
+/// `(S, V)`), rows of `V` values.
+pub fn read_data(path: &Path, lattice: &Lattice) -> Result<Vec<f64>> {
+    let (shape, data) = super::npy::read_f64(path)?;
+    let v = lattice.n_sites();
+    let [lx, ly] = lattice.extent();
+    let ok = match shape.as_slice() {
+        [_, y, x] => *y == ly && *x == lx,
+        [_, n] => *n == v,
+        _ => false,
+    };
+    if !ok || shape[0] < 2 {
+        return Err(Error::Io {
+            file: path.display().to_string(),
+            message: format!(
+                "--data needs at least 2 configurations of shape ({ly}, {lx}) or ({v},), found an \
+                 array of shape {shape:?}"
+            ),
+        });
+    }
+    Ok(data)
+}
+
+const FLOW_TRACE_HEADER: &str = "iter,loss,free_energy,free_energy_error,ess,dsm,lr,seconds\n";
+
+fn run_flow(
+    cfg: &SampleConfig,
+    problem: &ClassicalProblem,
+    dir: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    stop: &AtomicBool,
+    monitor: &mut dyn SampleMonitor,
+) -> Result<Outcome> {
+    let Theory::Phi4 { m2, lambda } = problem.theory else {
+        unreachable!("checked by Method::check")
+    };
+    let lattice = &problem.lattice;
+    let device = crate::run::device(&cfg.device)?;
+    let net = cfg
+        .flow
+        .build(&cfg.scheme, lattice, (m2, lambda), cfg.seed, &device)?;
+    let data = match &cfg.flow.data {
+        Some(d) => Some(read_data(Path::new(d), lattice)?),
+        None => None,
+    };
+    let mut m = FlowModel::new(
+        net,
+        (m2, lambda),
+        cfg.flow.objective,
+        cfg.flow.steps,
+        data.as_deref(),
+        FlowTrain {
+            samples: cfg.train.samples,
+            iters: cfg.train.iters,
+            lr: cfg.train.lr,
+            seed: cfg.seed,
+        },
+    )?;
+    let trace_path = dir.join("trace.csv");
+    let mut seconds_before = 0.0;
+    if resume {
+        let ck = checkpoint_to_read(dir);
+        let state_path = ck.join("state.json");
+        if state_path.exists() {
+            let text = fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
+            let st: State = serde_json::from_str(&text).map_err(|e| io_err(&state_path, e))?;
+            m.net.load(&ck.join("model.safetensors"))?;
+            m.adam.load(&m.net.params(), &ck.join("adam.safetensors"))?;
+            m.adam.t = st.adam_t;
+            m.iter = st.iter;
+            seconds_before = st.seconds;
+        }
+        let text = fs::read_to_string(&trace_path).unwrap_or_else(|_| FLOW_TRACE_HEADER.into());
+        let mut kept = String::from(FLOW_TRACE_HEADER);
+        for line in text.lines().skip(1) {
+            let it = line.split(',').next().and_then(|v| v.parse::<usize>().ok());
+            if it.is_some_and(|i| i <= m.iter) {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        write_atomic(&trace_path, kept.as_bytes())?;
+    } else {
+        write_atomic(&trace_path, FLOW_TRACE_HEADER.as_bytes())?;
+    }
+    let mut trace = fs::OpenOptions::new()
+        .append(true)
+        .open(&trace_path)
+        .map_err(|e| io_err(&trace_path, e))?;
+    let t0 = Instant::now();
+    let checkpoint = |m: &FlowModel, seconds: f64| {
+        let st = State {
+            iter: m.iter,
+            adam_t: m.adam.t,
+            seconds,
+        };
+        write_checkpoint(dir, |tmp| {
+            m.net.save(&tmp.join("model.safetensors"))?;
+            m.adam
+                .save(&m.net.params(), &tmp.join("adam.safetensors"))?;
+            write_atomic(
+                &tmp.join("state.json"),
+                &serde_json::to_vec(&st).expect("state"),
+            )
+        })
+    };
+    let mut last: Option<FlowStats> = None;
+    let start = m.iter;
+    while m.iter < cfg.train.iters {
+        if stop.load(Ordering::SeqCst) || stop_after.is_some_and(|k| m.iter - start >= k) {
+            checkpoint(&m, seconds_before + t0.elapsed().as_secs_f64())?;
+            return Ok(Outcome::Paused { iter: m.iter });
+        }
+        let s = m.train_step()?;
+        trace
+            .write_all(
+                format!(
+                    "{},{},{},{},{},{},{},{}\n",
+                    s.iter,
+                    s.loss,
+                    s.free_energy,
+                    s.free_energy_error,
+                    s.ess,
+                    s.dsm,
+                    s.lr,
+                    s.seconds
+                )
+                .as_bytes(),
+            )
+            .map_err(|e| io_err(&trace_path, e))?;
+        monitor.flow_training(&s, cfg.train.iters);
+        last = Some(s);
+        if m.iter.is_multiple_of(cfg.checkpoint_every.max(1)) {
+            checkpoint(&m, seconds_before + t0.elapsed().as_secs_f64())?;
+        }
+    }
+    let training_seconds = seconds_before + t0.elapsed().as_secs_f64();
+    checkpoint(&m, training_seconds)?;
+    // Sampling in f64 (log densities and path weights to full precision), from its own
+    // generator.
+    let net = m.net.to_dtype(candle_core::DType::F64)?;
+    let sampler = if cfg.method == Method::Flow {
+        Sampler::Ode
+    } else {
+        Sampler::Sde
+    };
+    let mut rng = crate::vmc::Vmc::rng_for(cfg.seed ^ 0x5A5A_5A5A_5A5A_5A5A, usize::MAX / 2);
+    let total = cfg.samples;
+    let mh = super::flow::metropolis_hastings(
+        &net,
+        sampler,
+        lattice,
+        (m2, lambda),
+        cfg.samples,
+        cfg.batch.max(1),
+        cfg.flow.steps,
+        &mut rng,
+        &mut |k| monitor.sampling(k, total),
+        stop,
+    )?;
+    if mh.recorder.len() < 4 {
+        return Err(Error::Input(
+            "interrupted before 4 samples were drawn; nothing to report".into(),
+        ));
+    }
+    write_samples(dir, lattice, &Configs::Field(mh.chain.clone()))?;
+    let a = analyse(&mh.recorder);
+    let mut rep = report_from(problem, cfg, &a, mh.acceptance, mh.seconds);
+    rep.status = if mh.complete {
+        "finished"
+    } else {
+        "interrupted"
+    }
+    .into();
+    let (ess, ess_err) = stats::ess_with_error(&mh.log_w, 50);
+    rep.ess = Some(Estimate::new(ess, ess_err));
+    let (lz, lz_err) = stats::log_mean_exp(&mh.log_w);
+    rep.log_z = Some(Estimate::new(lz, lz_err));
+    rep.free_energy_bound = last
+        .filter(|s| s.free_energy.is_finite())
+        .map(|s| Estimate::new(s.free_energy, s.free_energy_error));
+    rep.training_seconds = training_seconds;
+    rep.training_iterations = m.iter;
+    let mut rng = crate::vmc::Vmc::rng_for(cfg.seed ^ 0x2F2F_2F2F, usize::MAX / 3);
+    rep.flow = Some(super::flow::flow_report(
+        &net,
+        cfg.flow.steps,
+        &mh.chain,
+        &mut rng,
+    )?);
     Ok(Outcome::Done(Box::new(rep)))
 }
 

@@ -168,7 +168,8 @@ impl ScoreNet {
         let theta: Vec<f64> = (0..c * n_orb * kb)
             .map(|_| 1e-3 * rng.sample::<f64, _>(StandardNormal))
             .collect();
-        let theta = Var::from_tensor(&Tensor::from_vec(theta, (c, n_orb, kb), device)?.to_dtype(dtype)?)?;
+        let theta =
+            Var::from_tensor(&Tensor::from_vec(theta, (c, n_orb, kb), device)?.to_dtype(dtype)?)?;
         let omega = if c > 1 {
             let om: Vec<f64> = (1..c)
                 .map(|i| cfg.omega_max * i as f64 / (c - 1) as f64)
@@ -296,7 +297,9 @@ impl ScoreNet {
     pub fn hartley(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let rows = x.elem_count() / self.v;
-        Ok(x.reshape((rows, self.v))?.matmul(&self.hart)?.reshape(dims)?)
+        Ok(x.reshape((rows, self.v))?
+            .matmul(&self.hart)?
+            .reshape(dims)?)
     }
 
     /// Chebyshev polynomials `T_k(2 t / T - 1)`, `k < K`.
@@ -460,10 +463,139 @@ impl ScoreNet {
             .collect()
     }
 
-    /// Integrates the probability-flow ODE from `T` down to `0` with `n` RK4 steps on
-    /// [`ScoreNet::grid`], carrying `log p` (`d log p / dt = -div v`) and, with `score_t`
-    /// given (the score at `T`), the model score (`d s / dt = -J_v^T s - grad div v`).
-    /// Returns `(phi_0, log p_0, s_0)`. Differentiable in the parameters.
+    /// The nonlinear part of the velocity in Hartley coordinates,
+    /// `N~(p) = sum_c u_c(p; t) F~_c(p)` `[B, V]`, and its divergence
+    /// `div N = sum_c U_c(0) sum_x F_c'(phi_x)` `[B]`, for real-space fields `phi`.
+    pub fn nonlinear(&self, phi: &Tensor, t: f64) -> Result<(Tensor, Tensor)> {
+        let c = self.coeffs(t)?;
+        let (f, f1, _) = self.features(phi)?;
+        let u = self.multipliers(&[t])?.broadcast_mul(&c.neg_half_g2)?;
+        let nt = self.hartley(&f)?.broadcast_mul(&u)?.sum(1)?;
+        let u0 = (u.sum(2)? / self.v as f64)?;
+        let div = f1.sum(2)?.broadcast_mul(&u0)?.sum(1)?;
+        Ok((nt, div))
+    }
+
+    /// `J_N^T y` and `grad div N` (real space) of the nonlinear part alone.
+    fn nonlinear_vjp(&self, phi: &Tensor, t: f64, y: &Tensor) -> Result<(Tensor, Tensor)> {
+        let c = self.coeffs(t)?;
+        let (_, f1, f2) = self.features(phi)?;
+        let u = self.multipliers(&[t])?.broadcast_mul(&c.neg_half_g2)?;
+        let yt = self.hartley(y)?;
+        let uy = self.hartley(&yt.unsqueeze(1)?.broadcast_mul(&u)?)?;
+        let jt = (f1 * uy)?.sum(1)?;
+        let u0 = (u.sum(2)? / self.v as f64)?.unsqueeze(2)?;
+        let gd = f2.broadcast_mul(&u0)?.sum(1)?;
+        Ok((jt, gd))
+    }
+
+    /// `sqrt(Sigma_t(p))` of the reference Gaussian, `[1, V]`.
+    fn sqrt_sigma(&self, t: f64) -> Result<Tensor> {
+        let s: Vec<f64> = (0..self.v)
+            .map(|p| self.scheme.variance(t, p, self.sigma0[p]).sqrt())
+            .collect();
+        self.host(s, &[1, self.v])
+    }
+
+    fn half_log_det(&self, t: f64) -> f64 {
+        (0..self.v)
+            .map(|p| 0.5 * self.scheme.variance(t, p, self.sigma0[p]).ln())
+            .sum()
+    }
+
+    /// Integrates the probability-flow ODE from grid point `k_from` down to `k_to < k_from`
+    /// of [`ScoreNet::grid`] (`n` steps from `T` to 0), carrying `log p`
+    /// (`d log p / dt = -div v`) and, when `score` is given, the model score
+    /// (`d s / dt = -J_v^T s - grad div v`). Real-space fields in and out.
+    ///
+    /// The linear (Gaussian) part `l_t = (1/2) d ln Sigma_t / dt` of the velocity is integrated
+    /// exactly by the change of variables `psi~ = phi~ / sqrt(Sigma_t)` (an integrating
+    /// factor): RK4 then only sees the nonlinear part,
+    /// `d psi~/dt = Sigma_t^{-1/2} N~`, `d log p_psi / dt = -div N`,
+    /// `d s_psi / dt = -Sigma_t^{1/2} (J_N^T s + grad div N)` with `s_psi = Sigma_t^{1/2} s~`,
+    /// and `log p = log p_psi - (1/2) sum_p ln Sigma_t(p)`. The free field is thereby exact to
+    /// rounding, and the stiff UV rates of the Gaussian part never limit the step.
+    /// Differentiable in the parameters.
+    pub fn integrate_range(
+        &self,
+        phi: &Tensor,
+        logp: &Tensor,
+        score: Option<&Tensor>,
+        n: usize,
+        k_from: usize,
+        k_to: usize,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let grid = self.grid(n);
+        let t_start = grid[k_from];
+        let sq = self.sqrt_sigma(t_start)?;
+        let mut psi = self.hartley(phi)?.broadcast_div(&sq)?;
+        let mut lp = (logp + self.half_log_det(t_start))?;
+        let mut sc = match score {
+            Some(s) => Some(self.hartley(s)?.broadcast_mul(&sq)?),
+            None => None,
+        };
+        // Right-hand side in psi coordinates: (d psi, d log p_psi, d s_psi).
+        let rhs = |psi: &Tensor,
+                   s: Option<&Tensor>,
+                   t: f64|
+         -> Result<(Tensor, Tensor, Option<Tensor>)> {
+            let sq = self.sqrt_sigma(t)?;
+            let phi = self.hartley(&psi.broadcast_mul(&sq)?)?;
+            let (nt, div) = self.nonlinear(&phi, t)?;
+            let dpsi = nt.broadcast_div(&sq)?;
+            let ds = match s {
+                Some(s) => {
+                    let s_real = self.hartley(&s.broadcast_div(&sq)?)?;
+                    let (jt, gd) = self.nonlinear_vjp(&phi, t, &s_real)?;
+                    Some(self.hartley(&(jt + gd)?)?.broadcast_mul(&sq)?.neg()?)
+                }
+                None => None,
+            };
+            Ok((dpsi, div.neg()?, ds))
+        };
+        let add = |x: &Tensor, d: &Tensor, c: f64| -> Result<Tensor> { Ok((x + (d * c)?)?) };
+        let addo = |x: &Option<Tensor>, d: &Option<Tensor>, c: f64| -> Result<Option<Tensor>> {
+            match (x, d) {
+                (Some(x), Some(d)) => Ok(Some(add(x, d, c)?)),
+                _ => Ok(None),
+            }
+        };
+        for k in (k_to..k_from).rev() {
+            let (t1, t0) = (grid[k + 1], grid[k]);
+            let h = t0 - t1;
+            let tm = t1 + 0.5 * h;
+            let k1 = rhs(&psi, sc.as_ref(), t1)?;
+            let p2 = add(&psi, &k1.0, 0.5 * h)?;
+            let s2 = addo(&sc, &k1.2, 0.5 * h)?;
+            let k2 = rhs(&p2, s2.as_ref(), tm)?;
+            let p3 = add(&psi, &k2.0, 0.5 * h)?;
+            let s3 = addo(&sc, &k2.2, 0.5 * h)?;
+            let k3 = rhs(&p3, s3.as_ref(), tm)?;
+            let p4 = add(&psi, &k3.0, h)?;
+            let s4 = addo(&sc, &k3.2, h)?;
+            let k4 = rhs(&p4, s4.as_ref(), t0)?;
+            let comb = |a: &Tensor, b: &Tensor, c: &Tensor, d: &Tensor| -> Result<Tensor> {
+                Ok(((a + ((b + c)? * 2.0)?)? + d)?.affine(h / 6.0, 0.0)?)
+            };
+            psi = (psi + comb(&k1.0, &k2.0, &k3.0, &k4.0)?)?;
+            lp = (lp + comb(&k1.1, &k2.1, &k3.1, &k4.1)?)?;
+            if let (Some(s), Some(a), Some(b), Some(c), Some(d)) = (&sc, &k1.2, &k2.2, &k3.2, &k4.2)
+            {
+                sc = Some((s + comb(a, b, c, d)?)?);
+            }
+        }
+        let t_end = grid[k_to];
+        let sq = self.sqrt_sigma(t_end)?;
+        let phi = self.hartley(&psi.broadcast_mul(&sq)?)?;
+        let lp = (lp - self.half_log_det(t_end))?;
+        let sc = match sc {
+            Some(s) => Some(self.hartley(&s.broadcast_div(&sq)?)?),
+            None => None,
+        };
+        Ok((phi, lp, sc))
+    }
+
+    /// [`ScoreNet::integrate_range`] over the whole grid, from `T` to `0`.
     pub fn integrate(
         &self,
         phi_t: &Tensor,
@@ -471,51 +603,7 @@ impl ScoreNet {
         score_t: Option<&Tensor>,
         n: usize,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        let grid = self.grid(n);
-        let rhs = |phi: &Tensor, s: Option<&Tensor>, t: f64| -> Result<(Tensor, Tensor, Option<Tensor>)> {
-            let (v, div) = self.velocity(phi, t)?;
-            let ds = match s {
-                Some(s) => {
-                    let (jt, gd) = self.vjp_and_grad_div(phi, t, s)?;
-                    Some((jt + gd)?.neg()?)
-                }
-                None => None,
-            };
-            Ok((v, div.neg()?, ds))
-        };
-        let (mut phi, mut lp, mut sc) = (phi_t.clone(), logp_t.clone(), score_t.cloned());
-        for k in (0..n).rev() {
-            let (t1, t0) = (grid[k + 1], grid[k]);
-            let h = t0 - t1;
-            let tm = t1 + 0.5 * h;
-            let add = |x: &Tensor, d: &Tensor, c: f64| -> Result<Tensor> { Ok((x + (d * c)?)?) };
-            let addo = |x: &Option<Tensor>, d: &Option<Tensor>, c: f64| -> Result<Option<Tensor>> {
-                match (x, d) {
-                    (Some(x), Some(d)) => Ok(Some(add(x, d, c)?)),
-                    _ => Ok(None),
-                }
-            };
-            let k1 = rhs(&phi, sc.as_ref(), t1)?;
-            let p2 = add(&phi, &k1.0, 0.5 * h)?;
-            let s2 = addo(&sc, &k1.2, 0.5 * h)?;
-            let k2 = rhs(&p2, s2.as_ref(), tm)?;
-            let p3 = add(&phi, &k2.0, 0.5 * h)?;
-            let s3 = addo(&sc, &k2.2, 0.5 * h)?;
-            let k3 = rhs(&p3, s3.as_ref(), tm)?;
-            let p4 = add(&phi, &k3.0, h)?;
-            let s4 = addo(&sc, &k3.2, h)?;
-            let k4 = rhs(&p4, s4.as_ref(), t0)?;
-            let comb = |a: &Tensor, b: &Tensor, c: &Tensor, d: &Tensor| -> Result<Tensor> {
-                Ok(((a + ((b + c)? * 2.0)?)? + d)?.affine(h / 6.0, 0.0)?)
-            };
-            phi = (phi + comb(&k1.0, &k2.0, &k3.0, &k4.0)?)?;
-            lp = (lp + comb(&k1.1, &k2.1, &k3.1, &k4.1)?)?;
-            if let (Some(s), Some(a), Some(b), Some(c), Some(d)) = (&sc, &k1.2, &k2.2, &k3.2, &k4.2)
-            {
-                sc = Some((s + comb(a, b, c, d)?)?);
-            }
-        }
-        Ok((phi, lp, sc))
+        self.integrate_range(phi_t, logp_t, score_t, n, n, 0)
     }
 
     /// The score of the IR prior at `T` for prior draws given in Hartley coordinates:
@@ -575,7 +663,11 @@ impl ScoreNet {
     /// fields `[B, V]` as a tensor `[B]` (differentiable).
     pub fn phi4_action(&self, phi: &Tensor, m2: f64, lambda: f64) -> Result<Tensor> {
         let p2 = self.host(self.scheme.p_hat_squared().to_vec(), &[1, self.v])?;
-        let kin = self.hartley(phi)?.sqr()?.broadcast_mul(&p2)?.sum(D::Minus1)?;
+        let kin = self
+            .hartley(phi)?
+            .sqr()?
+            .broadcast_mul(&p2)?
+            .sum(D::Minus1)?;
         let x2 = phi.sqr()?;
         let pot = ((&x2 * m2)? + (x2.sqr()? * lambda)?)?.sum(D::Minus1)?;
         Ok((kin + pot)?)
@@ -649,9 +741,17 @@ mod tests {
                 let col: Vec<f64> = (0..v).map(|i| (vp[i] - vm[i]) / (2.0 * h)).collect();
                 div_fd += col[x];
                 let jty: f64 = (0..v).map(|i| col[i] * y[i]).sum();
-                assert!((jty - jt[x]).abs() < 1e-6, "{name} J^T y at {x}: {jty} vs {}", jt[x]);
+                assert!(
+                    (jty - jt[x]).abs() < 1e-6,
+                    "{name} J^T y at {x}: {jty} vs {}",
+                    jt[x]
+                );
                 let gfd = (vecs(&dp)[0] - vecs(&dm)[0]) / (2.0 * h);
-                assert!((gfd - gd[x]).abs() < 1e-6, "{name} grad div at {x}: {gfd} vs {}", gd[x]);
+                assert!(
+                    (gfd - gd[x]).abs() < 1e-6,
+                    "{name} grad div at {x}: {gfd} vs {}",
+                    gd[x]
+                );
             }
             assert!((div_fd - div).abs() < 1e-6, "{name} div {div_fd} vs {div}");
             // v = f phi - g^2 s / 2 (checked in Hartley coordinates).
@@ -676,7 +776,13 @@ mod tests {
         let n = net("carosso", &lat, 4);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
         let phi: Vec<f64> = (0..16).map(|_| rng.sample(StandardNormal)).collect();
-        let s = vecs(&n.score(&Tensor::from_vec(phi.clone(), (1, 16), &Device::Cpu).unwrap(), 0.5).unwrap());
+        let s = vecs(
+            &n.score(
+                &Tensor::from_vec(phi.clone(), (1, 16), &Device::Cpu).unwrap(),
+                0.5,
+            )
+            .unwrap(),
+        );
         // Translation by (1, 2), the reflection x -> -x, the exchange of the axes.
         let maps: Vec<Box<dyn Fn(usize, usize) -> (usize, usize)>> = vec![
             Box::new(|x, y| ((x + 1) % 4, (y + 2) % 4)),
@@ -690,7 +796,10 @@ mod tests {
                 let (a, b) = m(x, y);
                 g[lat.index(a, b)] = phi[i];
             }
-            let sg = vecs(&n.score(&Tensor::from_vec(g, (1, 16), &Device::Cpu).unwrap(), 0.5).unwrap());
+            let sg = vecs(
+                &n.score(&Tensor::from_vec(g, (1, 16), &Device::Cpu).unwrap(), 0.5)
+                    .unwrap(),
+            );
             for i in 0..16 {
                 let (x, y) = lat.coords(i);
                 let (a, b) = m(x, y);
