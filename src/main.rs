@@ -154,6 +154,10 @@ struct SampleArgs {
     /// Flow/diffusion training objective: kl | dsm | both (default: kl; dsm with --data).
     #[arg(long)]
     objective: Option<String>,
+    /// Flow/diffusion: start from the trained model of this run directory (same lattice and
+    /// network options), e.g. to sample a flow-trained model with --method diffusion.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
     /// Flow/diffusion: float64 .npy configurations (e.g. samples.npy of an HMC run) for
     /// denoising score matching.
     #[arg(long)]
@@ -164,9 +168,10 @@ struct SampleArgs {
     /// Samples per training iteration.
     #[arg(long, default_value_t = 128)]
     train_samples: usize,
-    /// Adam learning rate of the training (cosine decay to a tenth).
-    #[arg(long, default_value_t = 1e-2)]
-    lr: f64,
+    /// Adam learning rate of the training (cosine decay to a tenth; default 1e-2 for model,
+    /// 3e-3 for flow and diffusion, where 1e-2 can throw the ODE into a stiff, diverging regime).
+    #[arg(long)]
+    lr: Option<f64>,
     /// Training iterations over which beta rises from --anneal-start x beta (default: half
     /// of the training; 0: none).
     #[arg(long)]
@@ -489,7 +494,13 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
                 train: TrainConfig {
                     samples: a.train_samples.max(2),
                     iters: train_iters,
-                    lr: a.lr,
+                    lr: a
+                        .lr
+                        .unwrap_or(if matches!(method, Method::Flow | Method::Diffusion) {
+                            3e-3
+                        } else {
+                            1e-2
+                        }),
                     anneal_iters: a.anneal.unwrap_or(train_iters / 2),
                     anneal_start: a.anneal_start,
                     symmetric: !a.no_symmetry,
@@ -519,6 +530,7 @@ fn sample(a: SampleArgs) -> rgdiff::Result<()> {
                         None => Objective::Kl,
                     },
                     data: a.data.as_ref().map(|d| d.display().to_string()),
+                    init_from: a.init_from.as_ref().map(|d| d.display().to_string()),
                 },
             };
             let dir = a

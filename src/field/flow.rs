@@ -80,6 +80,9 @@ pub struct FlowConfig {
     pub objective: Objective,
     /// `.npy` file of configurations (e.g. `samples.npy` of an HMC run) for `dsm`.
     pub data: Option<String>,
+    /// A run directory whose trained model initialises this one.
+    #[serde(default)]
+    pub init_from: Option<String>,
 }
 
 impl Default for FlowConfig {
@@ -95,6 +98,7 @@ impl Default for FlowConfig {
             steps: 16,
             objective: Objective::Kl,
             data: None,
+            init_from: None,
         }
     }
 }

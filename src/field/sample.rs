@@ -531,6 +531,9 @@ fn run_flow(
     let net = cfg
         .flow
         .build(&cfg.scheme, lattice, (m2, lambda), cfg.seed, &device)?;
+    if let Some(src) = &cfg.flow.init_from {
+        net.load(&checkpoint_to_read(Path::new(src)).join("model.safetensors"))?;
+    }
     let data = match &cfg.flow.data {
         Some(d) => Some(read_data(Path::new(d), lattice)?),
         None => None,

@@ -784,26 +784,27 @@ mod tests {
             .unwrap(),
         );
         // Translation by (1, 2), the reflection x -> -x, the exchange of the axes.
-        let maps: Vec<Box<dyn Fn(usize, usize) -> (usize, usize)>> = vec![
-            Box::new(|x, y| ((x + 1) % 4, (y + 2) % 4)),
-            Box::new(|x, y| ((4 - x) % 4, y)),
-            Box::new(|x, y| (y, x)),
+        type Map = fn(usize, usize) -> (usize, usize);
+        let maps: [Map; 3] = [
+            |x, y| ((x + 1) % 4, (y + 2) % 4),
+            |x, y| ((4 - x) % 4, y),
+            |x, y| (y, x),
         ];
         for m in maps {
             let mut g = vec![0.0; 16];
-            for i in 0..16 {
+            for (i, &p) in phi.iter().enumerate() {
                 let (x, y) = lat.coords(i);
                 let (a, b) = m(x, y);
-                g[lat.index(a, b)] = phi[i];
+                g[lat.index(a, b)] = p;
             }
             let sg = vecs(
                 &n.score(&Tensor::from_vec(g, (1, 16), &Device::Cpu).unwrap(), 0.5)
                     .unwrap(),
             );
-            for i in 0..16 {
+            for (i, &si) in s.iter().enumerate() {
                 let (x, y) = lat.coords(i);
                 let (a, b) = m(x, y);
-                assert!((sg[lat.index(a, b)] - s[i]).abs() < 1e-10);
+                assert!((sg[lat.index(a, b)] - si).abs() < 1e-10);
             }
         }
     }
