@@ -159,8 +159,18 @@ pub fn validate(cfg: &SampleConfig) -> Result<ClassicalProblem> {
             cfg.seed,
             &candle_core::Device::Cpu,
         )?;
-        if let Some(d) = &cfg.flow.data {
-            read_data(Path::new(d), &problem.lattice)?;
+        match &cfg.flow.data {
+            Some(d) => {
+                read_data(Path::new(d), &problem.lattice)?;
+            }
+            None if cfg.flow.objective != super::flow::Objective::Kl => {
+                return Err(Error::Input(
+                    "--objective dsm and both need configurations: give --data FILE.npy (for \
+                     example the samples.npy of an HMC run)"
+                        .into(),
+                ))
+            }
+            None => {}
         }
     }
     Ok(problem)

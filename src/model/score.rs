@@ -231,10 +231,11 @@ impl ScoreNet {
 
     /// Named parameters, sorted by name.
     pub fn params(&self) -> Vec<(String, Var)> {
-        let mut p = vec![("theta".to_string(), self.theta.clone())];
+        let mut p = Vec::with_capacity(2);
         if let Some(o) = &self.omega {
-            p.push(("omega".into(), o.clone()));
+            p.push(("omega".to_string(), o.clone()));
         }
+        p.push(("theta".to_string(), self.theta.clone()));
         p
     }
 
