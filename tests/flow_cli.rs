@@ -98,6 +98,32 @@ fn flow_and_diffusion_run_reproduce_and_refuse_bad_input() {
     run(&d("b"), &["--method", "flow"]);
     let read = |p: &str| std::fs::read(tmp.path().join(p).join("samples.npy")).unwrap();
     assert_eq!(read("a"), read("b"));
+    // Stopped after 2 iterations and resumed: the same samples as the uninterrupted run.
+    let out = rgdiff(&[
+        "sample",
+        file.as_str(),
+        "--method",
+        "flow",
+        "--out",
+        &d("r"),
+        "--train-iters",
+        "5",
+        "--train-samples",
+        "16",
+        "--samples",
+        "300",
+        "--batch",
+        "100",
+        "--steps",
+        "6",
+        "--channels",
+        "3",
+        "--stop-after",
+        "2",
+    ]);
+    assert!(out.status.success());
+    ok(&["sample", "--resume", &d("r"), "--json"]);
+    assert_eq!(read("a"), read("r"));
     // Diffusion from the flow-trained model, polchinski, and DSM on the flow run's samples.
     let c = run(
         &d("c"),
