@@ -121,21 +121,60 @@ struct BenchArgs {
 struct SampleArgs {
     /// Theory file (TOML, kind = "ising" or "phi4-classical"); not needed with --resume.
     file: Option<PathBuf>,
-    /// model | metropolis | wolff | hmc (default: model for Ising, hmc for phi^4)
+    /// model | flow | diffusion | metropolis | wolff | hmc (default: model for Ising, hmc for
+    /// phi^4)
     #[arg(long)]
     method: Option<String>,
-    /// Reverse-process schedule of the model: rg | rg-colors=K | autoregressive
-    #[arg(long, default_value = "rg")]
-    scheme: String,
+    /// RG scheme: rg | rg-colors=K | autoregressive (model, default rg); carosso | polchinski
+    /// (flow, diffusion, default carosso)
+    #[arg(long)]
+    scheme: Option<String>,
+    /// Flow/diffusion: m0^2 of the Gaussian scheme (zero-mode regulator).
+    #[arg(long, default_value_t = 1.0)]
+    m0sq: f64,
+    /// Flow/diffusion: Omega of the carosso scheme.
+    #[arg(long, default_value_t = 1.0)]
+    omega: f64,
+    /// Flow/diffusion: m^2 of the polchinski reference propagator (default: --ref-m2).
+    #[arg(long)]
+    rg_m2: Option<f64>,
+    /// Flow/diffusion: final RG time T (the IR end; default 3 for carosso, 1 for polchinski,
+    /// whose UV modes keep contracting at rate (p^2 + m0^2)/2, a stiff ODE for large T).
+    #[arg(long)]
+    t_max: Option<f64>,
+    /// Flow/diffusion: mass of the known Gaussian part (default: the Hartree mass).
+    #[arg(long)]
+    ref_m2: Option<f64>,
+    /// Flow/diffusion: feature channels (the linear one plus sines).
+    #[arg(long, default_value_t = 6)]
+    channels: usize,
+    /// Flow/diffusion: Chebyshev polynomials in t per kernel value.
+    #[arg(long, default_value_t = 4)]
+    time_basis: usize,
+    /// Flow/diffusion: RK4 steps of the ODE, steps of the reverse SDE.
+    #[arg(long, default_value_t = 16)]
+    steps: usize,
+    /// Flow/diffusion training objective: kl | dsm | both (default: kl; dsm with --data).
+    #[arg(long)]
+    objective: Option<String>,
+    /// Flow/diffusion: start from the trained model of this run directory (same lattice and
+    /// network options), e.g. to sample a flow-trained model with --method diffusion.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Flow/diffusion: float64 .npy configurations (e.g. samples.npy of an HMC run) for
+    /// denoising score matching.
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Training iterations of the model (default 100; with --resume: the new total).
     #[arg(long)]
     train_iters: Option<usize>,
     /// Samples per training iteration.
     #[arg(long, default_value_t = 128)]
     train_samples: usize,
-    /// Adam learning rate of the training (cosine decay to a tenth).
-    #[arg(long, default_value_t = 1e-2)]
-    lr: f64,
+    /// Adam learning rate of the training (cosine decay to a tenth; default 1e-2 for model,
+    /// 3e-3 for flow and diffusion, where 1e-2 can throw the ODE into a stiff, diverging regime).
+    #[arg(long)]
+    lr: Option<f64>,
     /// Training iterations over which beta rises from --anneal-start x beta (default: half
     /// of the training; 0: none).
     #[arg(long)]
@@ -430,6 +469,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
+    use rgdiff::field::flow::{FlowConfig, Objective};
     use rgdiff::field::sample::{self, SampleConfig};
     use rgdiff::field::variational::TrainConfig;
     use rgdiff::field::{Method, Theory};
@@ -473,7 +513,13 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                 sweeps_per_sample: a.sweeps_per_sample.max(1),
                 seed: a.seed,
                 device: a.device.clone(),
-                scheme: a.scheme.clone(),
+                scheme: a.scheme.clone().unwrap_or_else(|| {
+                    if matches!(method, Method::Flow | Method::Diffusion) {
+                        "carosso".into()
+                    } else {
+                        "rg".into()
+                    }
+                }),
                 model: ModelConfig {
                     width: a.width,
                     depth: a.depth,
@@ -484,7 +530,13 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                 train: TrainConfig {
                     samples: a.train_samples.max(2),
                     iters: train_iters,
-                    lr: a.lr,
+                    lr: a
+                        .lr
+                        .unwrap_or(if matches!(method, Method::Flow | Method::Diffusion) {
+                            3e-3
+                        } else {
+                            1e-2
+                        }),
                     anneal_iters: a.anneal.unwrap_or(train_iters / 2),
                     anneal_start: a.anneal_start,
                     symmetric: !a.no_symmetry,
@@ -494,6 +546,29 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                 local_every: a.local_every,
                 checkpoint_every: a.checkpoint_every.max(1),
                 chains: a.chains.unwrap_or(comm.size()),
+                flow: FlowConfig {
+                    m0sq: a.m0sq,
+                    omega: a.omega,
+                    rg_m2: a.rg_m2,
+                    t_max: a
+                        .t_max
+                        .unwrap_or(if a.scheme.as_deref() == Some("polchinski") {
+                            1.0
+                        } else {
+                            3.0
+                        }),
+                    ref_m2: a.ref_m2,
+                    channels: a.channels,
+                    time_basis: a.time_basis,
+                    steps: a.steps,
+                    objective: match &a.objective {
+                        Some(o) => Objective::parse(o)?,
+                        None if a.data.is_some() => Objective::Dsm,
+                        None => Objective::Kl,
+                    },
+                    data: a.data.as_ref().map(|d| d.display().to_string()),
+                    init_from: a.init_from.as_ref().map(|d| d.display().to_string()),
+                },
             };
             let dir = a
                 .out

@@ -237,6 +237,18 @@ impl crate::field::sample::SampleMonitor for SampleProgress {
         bar.set_position(s.iter as u64 + 1);
     }
 
+    fn flow_training(&mut self, s: &crate::field::flow::FlowStats, total: usize) {
+        if self.quiet {
+            return;
+        }
+        let bar = self.train.get_or_insert_with(|| Self::bar(total, "train"));
+        bar.set_message(format!(
+            "loss {:.4}  F = {:.4} +- {:.4}  ESS {:.3}  dsm {:.4}",
+            s.loss, s.free_energy, s.free_energy_error, s.ess, s.dsm
+        ));
+        bar.set_position(s.iter as u64);
+    }
+
     fn sampling(&mut self, done: usize, total: usize) {
         if self.quiet {
             return;
@@ -323,6 +335,40 @@ pub fn sample_text(r: &crate::field::sample::SampleReport, dir: &std::path::Path
             r.sampling_seconds, r.samples_per_second, r.independent_samples_per_second
         ),
     );
+    if let Some(f) = &r.flow {
+        line(
+            "flow",
+            format!(
+                "scheme {}, reference mu^2 {:.4}, {} parameters, {} steps",
+                f.scheme, f.reference_m2, f.parameters, f.steps
+            ),
+        );
+        line(
+            "ODE error (n vs 2n steps)",
+            format!(
+                "rms log q {:.2e}, max |phi| {:.2e}",
+                f.ode_logq_error, f.ode_phi_error
+            ),
+        );
+        for g in &f.rg_two_point {
+            let show = |v: &[f64], e: &[f64]| {
+                v.iter()
+                    .zip(e)
+                    .take(3)
+                    .map(|(a, b)| format!("{a:.4}({:.0})", 1e4 * b))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            line(
+                &format!("G_t(r<3) t={:.3}", g.t),
+                format!(
+                    "model {}  flowed data {}",
+                    show(&g.model, &g.model_error),
+                    show(&g.data, &g.data_error)
+                ),
+            );
+        }
+    }
     line("run directory", dir.display().to_string());
     out
 }

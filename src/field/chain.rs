@@ -28,6 +28,10 @@ pub enum Method {
     Hmc,
     /// The RG masked diffusion with independence Metropolis-Hastings (Ising).
     Model,
+    /// The RG-flow score model's probability-flow ODE with independence MH (phi^4).
+    Flow,
+    /// The RG-flow score model's reverse SDE with path weights and MH on paths (phi^4).
+    Diffusion,
 }
 
 impl Method {
@@ -37,8 +41,10 @@ impl Method {
             "wolff" => Ok(Method::Wolff),
             "hmc" => Ok(Method::Hmc),
             "model" => Ok(Method::Model),
+            "flow" => Ok(Method::Flow),
+            "diffusion" => Ok(Method::Diffusion),
             _ => Err(Error::Input(format!(
-                "unknown method `{s}`; expected model, metropolis, wolff or hmc"
+                "unknown method `{s}`; expected model, flow, diffusion, metropolis, wolff or hmc"
             ))),
         }
     }
@@ -49,6 +55,8 @@ impl Method {
             Method::Wolff => "wolff",
             Method::Hmc => "hmc",
             Method::Model => "model",
+            Method::Flow => "flow",
+            Method::Diffusion => "diffusion",
         }
     }
 
@@ -62,9 +70,14 @@ impl Method {
             )),
             (Method::Model, Theory::Phi4 { .. }) => Err(Error::Input(
                 "--method model samples discrete spins (kind = \"ising\"); for phi4-classical use \
-                 hmc, metropolis or wolff"
+                 flow, diffusion, hmc, metropolis or wolff"
                     .into(),
             )),
+            (Method::Flow | Method::Diffusion, Theory::Ising { .. }) => Err(Error::Input(format!(
+                "--method {} samples real fields (kind = \"phi4-classical\"); for the Ising model \
+                 use model, metropolis or wolff",
+                self.name()
+            ))),
             _ => Ok(()),
         }
     }

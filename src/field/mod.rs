@@ -7,6 +7,7 @@ pub mod theory;
 pub use theory::{Neighbours, Theory};
 pub mod chain;
 pub mod exact;
+pub mod flow;
 pub mod ising;
 pub mod observables;
 pub mod phi4;

@@ -82,6 +82,38 @@ fn check_len(path: &Path, shape: &[usize], len: usize) -> Result<()> {
     Ok(())
 }
 
+/// Reads a `float64` array written by [`write_f64`] (or by NumPy, C order, little endian):
+/// `(shape, values)`; any other file is refused with a message naming it.
+pub fn read_f64(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
+    let file = path.display().to_string();
+    let err = |message: String| Error::Io {
+        file: file.clone(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let (descr, fortran, shape, start) =
+        parse_header(&bytes).map_err(|e| err(format!("not a .npy file: {e}")))?;
+    if descr != "<f8" || fortran {
+        return Err(err(format!(
+            "need a C-order float64 array ('<f8'), found descr '{descr}'{}",
+            if fortran { " in Fortran order" } else { "" }
+        )));
+    }
+    let n: usize = shape.iter().product();
+    if bytes.len() != start + 8 * n {
+        return Err(err(format!(
+            "shape {shape:?} needs {} data bytes, the file has {}",
+            8 * n,
+            bytes.len() - start
+        )));
+    }
+    let data = bytes[start..]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    Ok((shape, data))
+}
+
 /// Reads the header of `.npy` bytes: `(descr, fortran_order, shape, data offset)`, checking
 /// the magic, the version and the padding (used by the tests; a minimal parser of the
 /// dictionaries written here).

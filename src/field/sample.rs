@@ -36,7 +36,8 @@ use super::chain::{run_chain, ChainConfig, Configs, Method};
 use super::exact::{
     ising_enumerate, ising_kaufman, ising_magnetization_moments, ising_transfer_matrix,
 };
-use super::observables::{analyse_chains, Estimate, Recorder, TwoPoint};
+use super::flow::{FlowConfig, FlowModel, FlowReport, FlowStats, FlowTrain, Sampler};
+use super::observables::{analyse, analyse_chains, Estimate, Recorder, TwoPoint};
 use super::theory::Theory;
 use super::variational::{IsingModel, TrainConfig, TrainStats};
 use crate::error::{Error, Result};
@@ -77,6 +78,9 @@ pub struct SampleConfig {
     /// depend on it, not on the number of MPI ranks (at least one chain per rank).
     #[serde(default = "one")]
     pub chains: usize,
+    /// Options of the flow and diffusion methods (phi^4).
+    #[serde(default)]
+    pub flow: FlowConfig,
 }
 
 fn one() -> usize {
@@ -129,11 +133,15 @@ pub struct SampleReport {
     /// Diagnostics a user must read before trusting the numbers (see [`chain_warnings`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Flow and diffusion methods: integration error, RG two-point functions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowReport>,
 }
 
 /// Observer of a sampling run (the CLI's progress bars).
 pub trait SampleMonitor {
     fn training(&mut self, _stats: &TrainStats, _total: usize) {}
+    fn flow_training(&mut self, _stats: &FlowStats, _total: usize) {}
     fn sampling(&mut self, _done: usize, _total: usize) {}
     fn message(&mut self, _text: &str) {}
 }
@@ -166,6 +174,31 @@ pub fn validate(cfg: &SampleConfig) -> Result<ClassicalProblem> {
     }
     if cfg.method == Method::Model {
         Schedule::parse(&cfg.scheme, &problem.lattice)?;
+    }
+    if matches!(cfg.method, Method::Flow | Method::Diffusion) {
+        let Theory::Phi4 { m2, lambda } = problem.theory else {
+            unreachable!("checked by Method::check")
+        };
+        cfg.flow.build(
+            &cfg.scheme,
+            &problem.lattice,
+            (m2, lambda),
+            cfg.seed,
+            &candle_core::Device::Cpu,
+        )?;
+        match &cfg.flow.data {
+            Some(d) => {
+                read_data(Path::new(d), &problem.lattice)?;
+            }
+            None if cfg.flow.objective != super::flow::Objective::Kl => {
+                return Err(Error::Input(
+                    "--objective dsm and both need configurations: give --data FILE.npy (for \
+                     example the samples.npy of an HMC run)"
+                        .into(),
+                ))
+            }
+            None => {}
+        }
     }
     Ok(problem)
 }
@@ -234,6 +267,21 @@ pub fn run_with(
             match run_model(
                 &comm, cfg, &problem, &chains, dir, resume, stop_after, stop, monitor,
             )? {
+                Outcome::Done(r) => *r,
+                paused => return Ok(paused),
+            }
+        }
+        Method::Flow | Method::Diffusion => {
+            if comm.size() > 1 || cfg.chains != 1 {
+                return Err(Error::Input(format!(
+                    "--method {} runs one chain on one process (found {} processes, --chains {}); \
+                     run it without mpirun and without --chains",
+                    cfg.method.name(),
+                    comm.size(),
+                    cfg.chains
+                )));
+            }
+            match run_flow(cfg, &problem, dir, resume, stop_after, stop, monitor)? {
                 Outcome::Done(r) => *r,
                 paused => return Ok(paused),
             }
@@ -490,6 +538,7 @@ fn report_from(
         leapfrog_steps: None,
         exact: BTreeMap::new(),
         warnings: Vec::new(),
+        flow: None,
     }
 }
 
@@ -731,7 +780,14 @@ fn run_model(
     rep.ess = Some(Estimate::new(ess, ess_err));
     let (lz, lz_err) = stats::log_mean_exp(&mh.log_w);
     rep.log_z = Some(Estimate::new(lz, lz_err));
-    rep.warnings = chain_warnings(rep.acceptance.mean, ess, mh.log_w.len(), cfg.local_every);
+    rep.warnings = chain_warnings(
+        rep.acceptance.mean,
+        ess,
+        mh.log_w.len(),
+        cfg.local_every,
+        "train longer, add local sweeps (--local-every 10), or compare with --method wolff / \
+         metropolis",
+    );
     rep.free_energy_bound = last.map(|s| Estimate::new(s.free_energy, s.free_energy_error));
     rep.training_seconds = training_seconds;
     rep.training_iterations = m.iter;
@@ -751,11 +807,14 @@ const MIN_EFFECTIVE: f64 = 100.0;
 /// (`ess x proposals`); below [`MIN_EFFECTIVE`] of either the report says so. With local sweeps
 /// (`local_every > 0`) the chain stays exact and ergodic; a low acceptance then means the local
 /// sweeps do the work and the model adds little.
+///
+/// `advice` says what to do about a pure chain (train longer, which baseline to compare with).
 pub fn chain_warnings(
     acceptance: f64,
     ess_fraction: f64,
     proposals: usize,
     local_every: usize,
+    advice: &str,
 ) -> Vec<String> {
     let accepted = acceptance * proposals as f64;
     let effective = ess_fraction * proposals as f64;
@@ -771,8 +830,7 @@ pub fn chain_warnings(
         vec![format!(
             "{what}. A pure independence Metropolis-Hastings chain that rarely moves can stay in \
              the states the model proposes well while tau_int looks small, so these error bars \
-             are not trustworthy: train longer, add local sweeps (--local-every 10), or compare \
-             with --method wolff / metropolis"
+             are not trustworthy: {advice}"
         )]
     } else {
         vec![format!(
@@ -801,6 +859,210 @@ fn check_params(m: &IsingModel) -> Result<()> {
     )
 }
 
+/// Reads `--data`: a float64 `.npy` of configurations of `lattice` (shape `(S, Ly, Lx)` or
+/// `(S, V)`), rows of `V` values.
+pub fn read_data(path: &Path, lattice: &Lattice) -> Result<Vec<f64>> {
+    let (shape, data) = super::npy::read_f64(path)?;
+    let v = lattice.n_sites();
+    let [lx, ly] = lattice.extent();
+    let ok = match shape.as_slice() {
+        [_, y, x] => *y == ly && *x == lx,
+        [_, n] => *n == v,
+        _ => false,
+    };
+    if !ok || shape[0] < 2 {
+        return Err(Error::Io {
+            file: path.display().to_string(),
+            message: format!(
+                "--data needs at least 2 configurations of shape ({ly}, {lx}) or ({v},), found an \
+                 array of shape {shape:?}"
+            ),
+        });
+    }
+    Ok(data)
+}
+
+const FLOW_TRACE_HEADER: &str = "iter,loss,free_energy,free_energy_error,ess,dsm,lr,seconds\n";
+
+fn run_flow(
+    cfg: &SampleConfig,
+    problem: &ClassicalProblem,
+    dir: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    stop: &AtomicBool,
+    monitor: &mut dyn SampleMonitor,
+) -> Result<Outcome> {
+    let Theory::Phi4 { m2, lambda } = problem.theory else {
+        unreachable!("checked by Method::check")
+    };
+    let lattice = &problem.lattice;
+    let device = crate::run::device(&cfg.device)?;
+    let net = cfg
+        .flow
+        .build(&cfg.scheme, lattice, (m2, lambda), cfg.seed, &device)?;
+    if let Some(src) = &cfg.flow.init_from {
+        net.load(&checkpoint_to_read(Path::new(src)).join("model.safetensors"))?;
+    }
+    let data = match &cfg.flow.data {
+        Some(d) => Some(read_data(Path::new(d), lattice)?),
+        None => None,
+    };
+    let mut m = FlowModel::new(
+        net,
+        (m2, lambda),
+        cfg.flow.objective,
+        cfg.flow.steps,
+        data.as_deref(),
+        FlowTrain {
+            samples: cfg.train.samples,
+            iters: cfg.train.iters,
+            lr: cfg.train.lr,
+            seed: cfg.seed,
+        },
+    )?;
+    let trace_path = dir.join("trace.csv");
+    let mut seconds_before = 0.0;
+    if resume {
+        let ck = checkpoint_to_read(dir);
+        let state_path = ck.join("state.json");
+        if state_path.exists() {
+            let text = fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
+            let st: State = serde_json::from_str(&text).map_err(|e| io_err(&state_path, e))?;
+            m.net.load(&ck.join("model.safetensors"))?;
+            m.adam.load(&m.net.params(), &ck.join("adam.safetensors"))?;
+            m.adam.t = st.adam_t;
+            m.iter = st.iter;
+            seconds_before = st.seconds;
+        }
+        let text = fs::read_to_string(&trace_path).unwrap_or_else(|_| FLOW_TRACE_HEADER.into());
+        let mut kept = String::from(FLOW_TRACE_HEADER);
+        for line in text.lines().skip(1) {
+            let it = line.split(',').next().and_then(|v| v.parse::<usize>().ok());
+            if it.is_some_and(|i| i <= m.iter) {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        write_atomic(&trace_path, kept.as_bytes())?;
+    } else {
+        write_atomic(&trace_path, FLOW_TRACE_HEADER.as_bytes())?;
+    }
+    let mut trace = fs::OpenOptions::new()
+        .append(true)
+        .open(&trace_path)
+        .map_err(|e| io_err(&trace_path, e))?;
+    let t0 = Instant::now();
+    let checkpoint = |m: &FlowModel, seconds: f64| {
+        let st = State {
+            iter: m.iter,
+            adam_t: m.adam.t,
+            seconds,
+        };
+        write_checkpoint(dir, |tmp| {
+            m.net.save(&tmp.join("model.safetensors"))?;
+            m.adam
+                .save(&m.net.params(), &tmp.join("adam.safetensors"))?;
+            write_atomic(
+                &tmp.join("state.json"),
+                &serde_json::to_vec(&st).expect("state"),
+            )
+        })
+    };
+    let mut last: Option<FlowStats> = None;
+    let start = m.iter;
+    while m.iter < cfg.train.iters {
+        if stop.load(Ordering::SeqCst) || stop_after.is_some_and(|k| m.iter - start >= k) {
+            checkpoint(&m, seconds_before + t0.elapsed().as_secs_f64())?;
+            return Ok(Outcome::Paused { iter: m.iter });
+        }
+        let s = m.train_step()?;
+        trace
+            .write_all(
+                format!(
+                    "{},{},{},{},{},{},{},{}\n",
+                    s.iter,
+                    s.loss,
+                    s.free_energy,
+                    s.free_energy_error,
+                    s.ess,
+                    s.dsm,
+                    s.lr,
+                    s.seconds
+                )
+                .as_bytes(),
+            )
+            .map_err(|e| io_err(&trace_path, e))?;
+        monitor.flow_training(&s, cfg.train.iters);
+        last = Some(s);
+        if m.iter.is_multiple_of(cfg.checkpoint_every.max(1)) {
+            checkpoint(&m, seconds_before + t0.elapsed().as_secs_f64())?;
+        }
+    }
+    let training_seconds = seconds_before + t0.elapsed().as_secs_f64();
+    checkpoint(&m, training_seconds)?;
+    // Sampling in f64 (log densities and path weights to full precision), from its own
+    // generator.
+    let net = m.net.to_dtype(candle_core::DType::F64)?;
+    let sampler = if cfg.method == Method::Flow {
+        Sampler::Ode
+    } else {
+        Sampler::Sde
+    };
+    let mut rng = crate::vmc::Vmc::rng_for(cfg.seed ^ 0x5A5A_5A5A_5A5A_5A5A, usize::MAX / 2);
+    let total = cfg.samples;
+    let mh = super::flow::metropolis_hastings(
+        &net,
+        sampler,
+        lattice,
+        (m2, lambda),
+        cfg.samples,
+        cfg.batch.max(1),
+        cfg.flow.steps,
+        &mut rng,
+        &mut |k| monitor.sampling(k, total),
+        stop,
+    )?;
+    if mh.recorder.len() < 4 {
+        return Err(Error::Input(
+            "interrupted before 4 samples were drawn; nothing to report".into(),
+        ));
+    }
+    write_samples(dir, lattice, &Configs::Field(mh.chain.clone()))?;
+    let a = analyse(&mh.recorder);
+    let mut rep = report_from(problem, cfg, &a, mh.acceptance, mh.seconds);
+    rep.status = if mh.complete {
+        "finished"
+    } else {
+        "interrupted"
+    }
+    .into();
+    let (ess, ess_err) = stats::ess_with_error(&mh.log_w, 50);
+    rep.ess = Some(Estimate::new(ess, ess_err));
+    let (lz, lz_err) = stats::log_mean_exp(&mh.log_w);
+    rep.log_z = Some(Estimate::new(lz, lz_err));
+    rep.warnings = chain_warnings(
+        rep.acceptance.mean,
+        ess,
+        mh.log_w.len(),
+        0,
+        "train longer, or compare with --method hmc",
+    );
+    rep.free_energy_bound = last
+        .filter(|s| s.free_energy.is_finite())
+        .map(|s| Estimate::new(s.free_energy, s.free_energy_error));
+    rep.training_seconds = training_seconds;
+    rep.training_iterations = m.iter;
+    let mut rng = crate::vmc::Vmc::rng_for(cfg.seed ^ 0x2F2F_2F2F, usize::MAX / 3);
+    rep.flow = Some(super::flow::flow_report(
+        &net,
+        cfg.flow.steps,
+        &mh.chain,
+        &mut rng,
+    )?);
+    Ok(Outcome::Done(Box::new(rep)))
+}
+
 /// The default run directory `runs/NAME-METHOD-sSEED`.
 pub fn default_dir(problem: &str, method: Method, seed: u64) -> PathBuf {
     let name = Path::new(problem)
@@ -814,17 +1076,19 @@ pub fn default_dir(problem: &str, method: Method, seed: u64) -> PathBuf {
 mod tests {
     use super::chain_warnings;
 
+    const ADVICE: &str = "add local sweeps (--local-every 10)";
+
     #[test]
     fn model_chains_that_rarely_move_are_flagged() {
         // 30% acceptance and 40% ESS over 10,000 proposals: nothing to say.
-        assert!(chain_warnings(0.3, 0.4, 10_000, 0).is_empty());
+        assert!(chain_warnings(0.3, 0.4, 10_000, 0, ADVICE).is_empty());
         // 50 accepted proposals: flagged, and the advice depends on the local sweeps.
-        let w = chain_warnings(0.005, 0.4, 10_000, 0);
+        let w = chain_warnings(0.005, 0.4, 10_000, 0, ADVICE);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("50 of 10000 accepted") && w[0].contains("--local-every"));
-        let w = chain_warnings(0.005, 0.4, 10_000, 10);
+        let w = chain_warnings(0.005, 0.4, 10_000, 10, ADVICE);
         assert!(w[0].contains("local sweeps (one every 10"), "{w:?}");
         // A tiny ESS alone is flagged too.
-        assert_eq!(chain_warnings(0.3, 0.005, 10_000, 0).len(), 1);
+        assert_eq!(chain_warnings(0.3, 0.005, 10_000, 0, ADVICE).len(), 1);
     }
 }

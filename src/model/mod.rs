@@ -5,8 +5,14 @@
 //! returns a categorical distribution for every site revealed at that step given the sites
 //! revealed before. It is exactly normalised, sampled exactly in one network pass per step,
 //! and serves as a variational wavefunction `psi(s) = sqrt(p(s)) exp(i theta(s))`.
+//!
+//! [`ScoreNet`] is the RG-flow score model for real fields: an equivariant score `s(phi, t)`
+//! of a Gaussian RG scheme with closed-form divergence, `J^T u` and gradient of the
+//! divergence, so that its probability-flow ODE carries exact log densities (and scores).
 
 pub mod activation;
 pub mod masked;
+pub mod score;
 
 pub use masked::{MaskedDiffusion, ModelConfig, Phase, Sampled};
+pub use score::{ScoreConfig, ScoreNet};
