@@ -1060,7 +1060,34 @@ fn run_flow(
         &mh.chain,
         &mut rng,
     )?);
+    if let Some(w) = rep
+        .flow
+        .as_ref()
+        .and_then(|f| ode_warning(cfg.method, f.ode_logq_error, cfg.flow.steps))
+    {
+        rep.warnings.push(w);
+    }
     Ok(Outcome::Done(Box::new(rep)))
+}
+
+/// Largest RMS integration error of the ODE's `log q` (nats, by step halving) below which the
+/// flow's Metropolis-Hastings and importance weights are reported without a warning.
+const MAX_ODE_LOGQ_ERROR: f64 = 0.05;
+
+/// The ODE sampler's `log q` is the density of the exact flow, not of the RK4 map that made
+/// the sample; MH and importance weights are exact only up to that difference, which step
+/// halving estimates. Above [`MAX_ODE_LOGQ_ERROR`] the report says so (the reverse SDE's path
+/// weights have no such error).
+pub fn ode_warning(method: Method, logq_error: f64, steps: usize) -> Option<String> {
+    let accurate = logq_error.is_finite() && logq_error <= MAX_ODE_LOGQ_ERROR;
+    (method == Method::Flow && !accurate).then(|| {
+        format!(
+            "the ODE's log q changes by {logq_error:.3} nats (RMS) when its {steps} steps are \
+             halved: Metropolis-Hastings and importance weights are exact only up to that \
+             integration error, so averages can be biased; raise --steps until it is below \
+             {MAX_ODE_LOGQ_ERROR}, and compare with --method hmc"
+        )
+    })
 }
 
 /// The default run directory `runs/NAME-METHOD-sSEED`.
@@ -1090,5 +1117,16 @@ mod tests {
         assert!(w[0].contains("local sweeps (one every 10"), "{w:?}");
         // A tiny ESS alone is flagged too.
         assert_eq!(chain_warnings(0.3, 0.005, 10_000, 0, ADVICE).len(), 1);
+    }
+
+    #[test]
+    fn an_inaccurate_ode_density_is_flagged() {
+        use super::{ode_warning, Method};
+        assert!(ode_warning(Method::Flow, 0.01, 16).is_none());
+        let w = ode_warning(Method::Flow, 3.5, 16).expect("flagged");
+        assert!(w.contains("3.500 nats") && w.contains("--steps"), "{w}");
+        assert!(ode_warning(Method::Flow, f64::NAN, 16).is_some());
+        // Path weights of the reverse SDE do not depend on the ODE's accuracy.
+        assert!(ode_warning(Method::Diffusion, 3.5, 16).is_none());
     }
 }
