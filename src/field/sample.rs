@@ -769,21 +769,12 @@ fn run_model(
         write_samples(dir, lattice, &mh.configs)?;
     }
     let a = analyse_chains(&mh.recorder, &mh.lens);
-    let mut rep = report_from(problem, cfg, &a, mh.acceptance, mh.seconds);
-    rep.status = if mh.complete {
-        "finished"
-    } else {
-        "interrupted"
-    }
-    .into();
-    let (ess, ess_err) = stats::ess_with_error(&mh.log_w, 50);
-    rep.ess = Some(Estimate::new(ess, ess_err));
-    let (lz, lz_err) = stats::log_mean_exp(&mh.log_w);
-    rep.log_z = Some(Estimate::new(lz, lz_err));
-    rep.warnings = chain_warnings(
-        rep.acceptance.mean,
-        ess,
-        mh.log_w.len(),
+    let mut rep = independence_report(
+        problem,
+        cfg,
+        &a,
+        (mh.acceptance, mh.seconds, mh.complete),
+        &mh.log_w,
         cfg.local_every,
         "train longer, add local sweeps (--local-every 10), or compare with --method wolff / \
          metropolis",
@@ -792,6 +783,29 @@ fn run_model(
     rep.training_seconds = training_seconds;
     rep.training_iterations = m.iter;
     Ok(Outcome::Done(Box::new(rep)))
+}
+
+/// The report of an independence Metropolis-Hastings chain with model proposals (the masked
+/// diffusion, or the RG flow): the chain's analysis, then what the importance weights
+/// `log_w = -S(x) - log q(x)` of every proposal give (ESS, `log Z`) and the
+/// [`chain_warnings`]. `(acceptance, seconds, complete)` describe the chain.
+fn independence_report(
+    problem: &ClassicalProblem,
+    cfg: &SampleConfig,
+    a: &super::observables::Analysis,
+    (acceptance, seconds, complete): (Estimate, f64, bool),
+    log_w: &[f64],
+    local_every: usize,
+    advice: &str,
+) -> SampleReport {
+    let mut rep = report_from(problem, cfg, a, acceptance, seconds);
+    rep.status = if complete { "finished" } else { "interrupted" }.into();
+    let (ess, ess_err) = stats::ess_with_error(log_w, 50);
+    rep.ess = Some(Estimate::new(ess, ess_err));
+    let (lz, lz_err) = stats::log_mean_exp(log_w);
+    rep.log_z = Some(Estimate::new(lz, lz_err));
+    rep.warnings = chain_warnings(acceptance.mean, ess, log_w.len(), local_every, advice);
+    rep
 }
 
 /// Fewest accepted model proposals, or importance-weight effective samples, below which a
@@ -1030,21 +1044,12 @@ fn run_flow(
     }
     write_samples(dir, lattice, &Configs::Field(mh.chain.clone()))?;
     let a = analyse(&mh.recorder);
-    let mut rep = report_from(problem, cfg, &a, mh.acceptance, mh.seconds);
-    rep.status = if mh.complete {
-        "finished"
-    } else {
-        "interrupted"
-    }
-    .into();
-    let (ess, ess_err) = stats::ess_with_error(&mh.log_w, 50);
-    rep.ess = Some(Estimate::new(ess, ess_err));
-    let (lz, lz_err) = stats::log_mean_exp(&mh.log_w);
-    rep.log_z = Some(Estimate::new(lz, lz_err));
-    rep.warnings = chain_warnings(
-        rep.acceptance.mean,
-        ess,
-        mh.log_w.len(),
+    let mut rep = independence_report(
+        problem,
+        cfg,
+        &a,
+        (mh.acceptance, mh.seconds, mh.complete),
+        &mh.log_w,
         0,
         "train longer, or compare with --method hmc",
     );
