@@ -839,41 +839,11 @@ impl MaskedDiffusion {
 
     /// Writes the parameters as safetensors (to `path` directly; callers make it atomic).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let map: HashMap<String, Tensor> = self
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
-        candle_core::safetensors::save(&map, path).map_err(|e| Error::Io {
-            file: path.display().to_string(),
-            message: format!("cannot write parameters: {e}"),
-        })
+        super::params::save(&self.params, path)
     }
 
     /// Loads parameters saved by [`MaskedDiffusion::save`] into this (same-shaped) model.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let file = path.display().to_string();
-        let map = candle_core::safetensors::load(path, &self.device).map_err(|e| Error::Io {
-            file: file.clone(),
-            message: format!("cannot read parameters: {e}"),
-        })?;
-        for (name, var) in &self.params {
-            let t = map.get(name).ok_or_else(|| Error::Io {
-                file: file.clone(),
-                message: format!("parameter `{name}` missing"),
-            })?;
-            if t.dims() != var.dims() {
-                return Err(Error::Io {
-                    file: file.clone(),
-                    message: format!(
-                        "parameter `{name}` has shape {:?}, the model expects {:?}",
-                        t.dims(),
-                        var.dims()
-                    ),
-                });
-            }
-            var.set(&t.to_dtype(self.dtype)?)?;
-        }
-        Ok(())
+        super::params::load(&self.params, path, &self.device, self.dtype)
     }
 }

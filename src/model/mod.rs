@@ -12,6 +12,7 @@
 
 pub mod activation;
 pub mod masked;
+pub mod params;
 pub mod score;
 
 pub use masked::{MaskedDiffusion, ModelConfig, Phase, Sampled};

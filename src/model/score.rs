@@ -39,7 +39,6 @@
 //! all explicit tensor operations, so autograd is only ever asked for parameter gradients
 //! (candle has no second-order autodiff).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -252,42 +251,12 @@ impl ScoreNet {
 
     /// Saves the parameters (safetensors).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let map: HashMap<String, Tensor> = self
-            .params()
-            .into_iter()
-            .map(|(k, v)| (k, v.as_tensor().clone()))
-            .collect();
-        candle_core::safetensors::save(&map, path).map_err(|e| Error::Io {
-            file: path.display().to_string(),
-            message: format!("cannot write the model: {e}"),
-        })
+        super::params::save(&self.params(), path)
     }
 
     /// Loads parameters saved by [`ScoreNet::save`] into this network (same configuration).
     pub fn load(&self, path: &Path) -> Result<()> {
-        let file = path.display().to_string();
-        let map = candle_core::safetensors::load(path, &self.device).map_err(|e| Error::Io {
-            file: file.clone(),
-            message: format!("cannot read the model: {e}"),
-        })?;
-        for (name, var) in self.params() {
-            let t = map.get(&name).ok_or_else(|| Error::Io {
-                file: file.clone(),
-                message: format!("parameter `{name}` missing"),
-            })?;
-            if t.dims() != var.dims() {
-                return Err(Error::Io {
-                    file: file.clone(),
-                    message: format!(
-                        "parameter `{name}` has shape {:?}, the model needs {:?} (another configuration?)",
-                        t.dims(),
-                        var.dims()
-                    ),
-                });
-            }
-            var.set(&t.to_dtype(self.dtype)?)?;
-        }
-        Ok(())
+        super::params::load(&self.params(), path, &self.device, self.dtype)
     }
 
     fn host(&self, x: Vec<f64>, shape: &[usize]) -> Result<Tensor> {
