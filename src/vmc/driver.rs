@@ -271,8 +271,17 @@ impl<'a> Vmc<'a> {
         b: usize,
         iter: usize,
     ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
-        let mut rng = Self::rng_for(self.cfg.seed, iter);
-        let sampled = self.model.sample_with_conditionals(b, &mut rng)?;
+        self.energies_from(b, &mut Self::rng_for(self.cfg.seed, iter))
+    }
+
+    /// `b` exact samples drawn with `rng`, their `log p` and local energies (the connected
+    /// configurations' `log psi` reusing the samples' recorded conditionals).
+    fn energies_from(
+        &self,
+        b: usize,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
+        let sampled = self.model.sample_with_conditionals(b, rng)?;
         let lpsi = self.model.log_psi_with(&sampled.configs, &sampled.log_p)?;
         let model = &self.model;
         let eloc = local_energies(
@@ -292,19 +301,8 @@ impl<'a> Vmc<'a> {
         c: usize,
         iter: usize,
     ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
-        let mut rng = chunk_rng(self.cfg.seed, iter, c);
         let b = chunks.range(c).len();
-        let sampled = self.model.sample_with_conditionals(b, &mut rng)?;
-        let lpsi = self.model.log_psi_with(&sampled.configs, &sampled.log_p)?;
-        let model = &self.model;
-        let eloc = local_energies(
-            self.op,
-            &sampled.configs,
-            model.n_sites(),
-            &lpsi,
-            &|c, parents| model.log_psi_connected(&sampled, c, parents),
-        )?;
-        Ok((sampled.configs, sampled.log_p, eloc))
+        self.energies_from(b, &mut chunk_rng(self.cfg.seed, iter, c))
     }
 
     /// Draws `b` samples of iteration `iter` in the run's chunks, shared among the ranks:
