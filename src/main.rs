@@ -260,6 +260,9 @@ struct GroundStateArgs {
     /// Diagonal shift of the SR matrix.
     #[arg(long, default_value_t = 1e-3)]
     diag_shift: f64,
+    /// Momentum of the SR update, 0 <= MU < 1 (SPRING; 0: plain minSR). --optimizer sr only.
+    #[arg(long, default_value_t = 0.0)]
+    momentum: f64,
     /// Initial temperature of the E - T S annealing (0: none).
     #[arg(long, default_value_t = 0.0)]
     anneal: f64,
@@ -275,7 +278,7 @@ struct GroundStateArgs {
     /// Convolution kernel size (odd).
     #[arg(long, default_value_t = 5)]
     kernel: usize,
-    /// Phase of the wavefunction: none | marshall | learned
+    /// Phase of the wavefunction: none | marshall | learned | marshall+learned
     #[arg(long, default_value = "none")]
     phase: String,
     /// Restrict the wavefunction to total S^z (spin 1/2, --scheme autoregressive, a
@@ -680,6 +683,17 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     )))
                 }
             };
+            if !(0.0..1.0).contains(&a.momentum) {
+                return Err(rgdiff::Error::Input(format!(
+                    "--momentum {}: expected 0 <= MU < 1",
+                    a.momentum
+                )));
+            }
+            if a.momentum != 0.0 && optimizer != Optimizer::Sr {
+                return Err(rgdiff::Error::Input(
+                    "--momentum applies to --optimizer sr (Adam has its own moments)".into(),
+                ));
+            }
             let iters = a.iters.unwrap_or(300);
             RunConfig {
                 problem: file.display().to_string(),
@@ -705,6 +719,7 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     anneal_iters: a.anneal_iters.unwrap_or(iters / 3),
                     seed: a.seed,
                     chunks: a.chunks.unwrap_or(comm.size()),
+                    momentum: a.momentum,
                 },
                 device: a.device.clone(),
                 eval_samples: a.eval_samples.unwrap_or(4 * a.samples).max(2),

@@ -4,7 +4,8 @@
 //! ```text
 //! DIR/config.json        everything needed to rebuild the run (problem file, scheme, model, VMC)
 //! DIR/trace.csv          one row per iteration
-//! DIR/checkpoint/        model.safetensors, adam.safetensors, state.json (last good state)
+//! DIR/checkpoint/        model.safetensors, adam.safetensors, state.json (last good state),
+//!                        sr_direction.safetensors (the SR momentum's last direction, if any)
 //! DIR/summary.json       final energy with error, exact energy and relative error when known
 //! ```
 //! With several MPI ranks ([`crate::parallel`]) only rank 0 writes the directory; every rank
@@ -15,6 +16,7 @@
 //! interrupted write never leaves a half-written checkpoint; `summary.json` and the trace are
 //! written to a temporary file and renamed.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -100,6 +102,17 @@ struct State {
 }
 
 /// An I/O error naming `path`.
+/// The checkpoint file of the SR momentum's last direction ([`Vmc::sr_direction`]).
+const SR_DIRECTION_FILE: &str = "sr_direction.safetensors";
+
+/// Reads the SR direction written by [`Run::checkpoint`].
+fn load_sr_direction(path: &Path, device: &Device) -> Result<candle_core::Tensor> {
+    let map = candle_core::safetensors::load(path, device).map_err(|e| io_err(path, e))?;
+    map.get("direction")
+        .cloned()
+        .ok_or_else(|| io_err(path, "`direction` missing"))
+}
+
 pub fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io {
         file: path.display().to_string(),
@@ -349,6 +362,10 @@ impl<'a> Run<'a> {
                 .load(vmc.model.params(), &ck.join("adam.safetensors"))?;
             vmc.adam.t = st.adam_t;
             vmc.iter = st.iter;
+            let dir_path = ck.join(SR_DIRECTION_FILE);
+            if dir_path.exists() {
+                vmc.sr_direction = Some(load_sr_direction(&dir_path, vmc.model.device())?);
+            }
             (st.iter, st.seconds)
         } else {
             (0, 0.0)
@@ -404,6 +421,11 @@ impl<'a> Run<'a> {
             self.vmc
                 .adam
                 .save(self.vmc.model.params(), &tmp.join("adam.safetensors"))?;
+            if let Some(d) = &self.vmc.sr_direction {
+                let path = tmp.join(SR_DIRECTION_FILE);
+                let map = HashMap::from([("direction".to_string(), d.clone())]);
+                candle_core::safetensors::save(&map, &path).map_err(|e| io_err(&path, e))?;
+            }
             write_atomic(
                 &tmp.join("state.json"),
                 &serde_json::to_vec(&st).expect("state"),

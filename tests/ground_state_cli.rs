@@ -111,35 +111,55 @@ fn run_directory_and_summary() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
 }
 
+/// Adam, and SR with momentum (SPRING), whose last direction is part of the checkpoint.
 #[test]
 fn resume_reproduces_the_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let file = problem(tmp.path());
-    let full = tmp.path().join("full");
-    let part = tmp.path().join("part");
-    let go = |dir: &Path, extra: &[&str]| {
-        let head = [
-            "ground-state",
-            &file,
-            "--iters",
-            "16",
-            "--checkpoint-every",
-            "5",
-            "--out",
-            dir.to_str().unwrap(),
-        ];
-        rgdiff(&[&head[..], &SMALL, extra].concat())
-    };
-    assert!(go(&full, &[]).status.success());
-    // Stopped after 8 iterations (as if interrupted; the last checkpoint is at 8), resumed.
-    assert!(go(&part, &["--stop-after", "8"]).status.success());
-    assert_eq!(trace_rows(&part).len(), 8);
-    let o = rgdiff(&["ground-state", "--resume", part.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(trace_rows(&full), trace_rows(&part));
-    let a = std::fs::read(full.join("checkpoint/model.safetensors")).unwrap();
-    let b = std::fs::read(part.join("checkpoint/model.safetensors")).unwrap();
-    assert_eq!(a, b, "parameters differ after resuming");
+    let sr: &[&str] = &["--optimizer", "sr", "--momentum", "0.9"];
+    let mut finals = Vec::new();
+    for (name, opt) in [("adam", &[][..]), ("spring", sr)] {
+        let full = tmp.path().join(format!("{name}-full"));
+        let part = tmp.path().join(format!("{name}-part"));
+        let go = |dir: &Path, extra: &[&str]| {
+            let head = [
+                "ground-state",
+                &file,
+                "--iters",
+                "16",
+                "--checkpoint-every",
+                "5",
+                "--out",
+                dir.to_str().unwrap(),
+            ];
+            rgdiff(&[&head[..], &SMALL, opt, extra].concat())
+        };
+        let o = go(&full, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // Stopped after 8 iterations (as if interrupted; the last checkpoint is at 8), resumed.
+        assert!(go(&part, &["--stop-after", "8"]).status.success());
+        assert_eq!(trace_rows(&part).len(), 8);
+        if name == "spring" {
+            assert!(part.join("checkpoint/sr_direction.safetensors").exists());
+        }
+        let o = rgdiff(&["ground-state", "--resume", part.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(trace_rows(&full), trace_rows(&part), "{name}");
+        let a = std::fs::read(full.join("checkpoint/model.safetensors")).unwrap();
+        let b = std::fs::read(part.join("checkpoint/model.safetensors")).unwrap();
+        assert_eq!(a, b, "{name}: parameters differ after resuming");
+        finals.push(a);
+    }
+    assert_ne!(finals[0], finals[1]);
+    // Momentum belongs to SR, and must be below 1.
+    for bad in [
+        &["--momentum", "0.5"][..],
+        &["--optimizer", "sr", "--momentum", "1"],
+    ] {
+        let o = rgdiff(&[&["ground-state", &file, "--iters", "1"][..], bad].concat());
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--momentum"));
+    }
 }
 
 #[test]

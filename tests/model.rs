@@ -337,3 +337,42 @@ fn sz_sector_is_exactly_normalised_and_enforced() {
         assert!(err.contains(what), "{scheme} {sz} {d}: {err}");
     }
 }
+
+/// `marshall+learned`: the phase is Marshall's sign plus the learned head, i.e. that of a
+/// `learned` model with the same parameters plus `pi #{down on A}`; the learned part starts
+/// small (|theta| well below 1 on every configuration), so training starts near the real
+/// (or Marshall-signed) wavefunction.
+#[test]
+fn marshall_plus_learned_phase_adds_marshalls_sign() {
+    let lat = Lattice::square(2, 3, Boundary::Periodic);
+    let n = lat.n_sites();
+    let all = all_configs(n, 2);
+    let learned = model(&lat, 2, "rg", Phase::Learned, DType::F64);
+    let both = model(&lat, 2, "rg", Phase::MarshallLearned, DType::F64);
+    let a = learned.log_psi(&all).unwrap();
+    let b = both.log_psi(&all).unwrap();
+    let pi = std::f64::consts::PI;
+    let mut flipped = 0;
+    for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+        let s = &all[i * n..(i + 1) * n];
+        let downs_a = (0..n)
+            .filter(|&x| lat.sublattice_sign(x) > 0 && s[x] == 1)
+            .count();
+        let marshall = pi * (downs_a % 2) as f64;
+        flipped += downs_a % 2;
+        assert!((a.re - b.re).abs() < 1e-12);
+        assert!((b.im - a.im - marshall).abs() < 1e-12, "{s:?}: {a} {b}");
+        assert!(a.im.abs() < 0.5, "initial learned phase {} on {s:?}", a.im);
+    }
+    assert!(flipped > 0 && flipped < all.len() / n);
+    for p in [
+        Phase::None,
+        Phase::Marshall,
+        Phase::Learned,
+        Phase::MarshallLearned,
+    ] {
+        assert_eq!(Phase::parse(p.name()).unwrap(), p);
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(json, format!("\"{}\"", p.name()));
+    }
+}

@@ -57,6 +57,14 @@ fn mean_local_energy_is_the_rayleigh_quotient() {
             },
             Phase::Learned,
         ),
+        (
+            Model::J1J2 {
+                j1: 1.0,
+                j2: 0.5,
+                delta: 1.0,
+            },
+            Phase::MarshallLearned,
+        ),
     ];
     for (m, phase) in cases {
         let h = Hamiltonian::compile(m.hilbert(&lat), &m.terms(&lat));
@@ -338,4 +346,45 @@ fn blocked_gradients_equal_the_single_pass() {
             assert!((x - y).abs() < 1e-10, "sample {i}: {x} vs {y}");
         }
     }
+}
+
+/// SR with momentum 0 is minSR exactly; with momentum the second update differs (the first
+/// has no previous direction), and the direction is kept for the checkpoint.
+#[test]
+fn sr_momentum_zero_is_min_sr() {
+    let lat = Lattice::chain(6, Boundary::Periodic);
+    let m = Model::Tfim {
+        j: 1.0,
+        h: 1.0,
+        g: 0.0,
+    };
+    let h = Hamiltonian::compile(m.hilbert(&lat), &m.terms(&lat));
+    let params_after = |momentum: f64, steps: usize| -> (Vec<f64>, bool) {
+        let net = model(&lat, 2, Phase::None, DType::F64, 4);
+        let cfg = VmcConfig {
+            samples: 64,
+            iters: 10,
+            lr: 2e-2,
+            optimizer: rgdiff::vmc::driver::Optimizer::Sr,
+            momentum,
+            ..VmcConfig::default()
+        };
+        let mut vmc = Vmc::new(net, h.as_operator(), cfg).unwrap();
+        for _ in 0..steps {
+            vmc.step().unwrap();
+        }
+        let mut all = Vec::new();
+        for (_, p) in vmc.model.params() {
+            all.extend(p.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+        }
+        (all, vmc.sr_direction.is_some())
+    };
+    let (plain, kept) = params_after(0.0, 2);
+    assert!(!kept);
+    let (one, kept) = params_after(0.9, 1);
+    assert!(kept);
+    assert_eq!(one, params_after(0.0, 1).0);
+    let (two, _) = params_after(0.9, 2);
+    let diff: f64 = two.iter().zip(&plain).map(|(a, b)| (a - b).abs()).sum();
+    assert!(diff > 1e-6, "momentum changed nothing ({diff})");
 }

@@ -429,13 +429,15 @@ pub fn file_reference(text: &str) -> Option<f64> {
 
 /// The phase the bench gives the wavefunction of a model: none for the (stoquastic) TFIM,
 /// Marshall's sign for unfrustrated antiferromagnets (`J > 0`, no `J2`) on bipartite lattices,
-/// the learned phase otherwise (J1-J2, phi^4, `terms`).
+/// Marshall's sign times a learned phase for J1-J2 (`J1 > 0`) on bipartite lattices, the
+/// learned phase otherwise (phi^4, `terms`).
 pub fn default_phase(problem: &Problem) -> Phase {
     let bipartite = problem.lattice.is_bipartite();
     match &problem.model {
         Model::Tfim { .. } => Phase::None,
         Model::Heisenberg { j } | Model::Xxz { j, .. } if *j > 0.0 && bipartite => Phase::Marshall,
         Model::Heisenberg { j } | Model::Xxz { j, .. } if *j < 0.0 => Phase::None,
+        Model::J1J2 { j1, .. } if *j1 > 0.0 && bipartite => Phase::MarshallLearned,
         _ => Phase::Learned,
     }
 }

@@ -88,7 +88,7 @@ pub fn csv(report: &BenchReport) -> String {
             r.n_sites.to_string(),
             csv_field(&r.scheme),
             r.steps.to_string(),
-            format!("{:?}", r.phase).to_lowercase(),
+            r.phase.name().to_string(),
             r.reference_energy.map_or(String::new(), num),
             r.reference_source.label().to_string(),
             r.status.clone(),

@@ -42,6 +42,11 @@ pub enum Phase {
     Marshall,
     /// A learned phase head of the same network.
     Learned,
+    /// Marshall's sign times a learned phase: `theta = pi #{down on A} + sum_x g(s)_x`, for
+    /// frustrated antiferromagnets whose sign structure is close to Marshall's (J1-J2 below
+    /// J2 ~ 0.5), so the phase head only learns the correction.
+    #[serde(rename = "marshall+learned")]
+    MarshallLearned,
 }
 
 impl Phase {
@@ -50,10 +55,31 @@ impl Phase {
             "none" => Ok(Phase::None),
             "marshall" => Ok(Phase::Marshall),
             "learned" => Ok(Phase::Learned),
+            "marshall+learned" => Ok(Phase::MarshallLearned),
             _ => Err(Error::Input(format!(
-                "unknown phase `{s}`; expected none, marshall or learned"
+                "unknown phase `{s}`; expected none, marshall, learned or marshall+learned"
             ))),
         }
+    }
+
+    /// The name used on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::None => "none",
+            Phase::Marshall => "marshall",
+            Phase::Learned => "learned",
+            Phase::MarshallLearned => "marshall+learned",
+        }
+    }
+
+    /// Whether the network carries a phase head.
+    pub fn is_learned(self) -> bool {
+        matches!(self, Phase::Learned | Phase::MarshallLearned)
+    }
+
+    /// Whether Marshall's sign is part of the phase.
+    pub fn has_marshall(self) -> bool {
+        matches!(self, Phase::Marshall | Phase::MarshallLearned)
     }
 }
 
@@ -85,6 +111,11 @@ impl Default for ModelConfig {
         }
     }
 }
+
+/// Scale of the phase head's initial weights relative to the logit heads' (see
+/// [`MaskedDiffusion::new`]). A random phase of order 1 made the first energies of the phi^4
+/// chain ten times the ground energy.
+const PHASE_INIT: f64 = 0.05;
 
 /// Logit added to local values a sector constraint forbids: `exp` of it is 0 in `f32` and
 /// `f64`, and unlike `-inf` it multiplies by 0 to 0.
@@ -182,9 +213,9 @@ impl MaskedDiffusion {
                 fan_in.sqrt().recip(),
             ));
         }
-        let n_steps = schedule.n_steps() + usize::from(cfg.phase == Phase::Learned);
+        let n_steps = schedule.n_steps() + usize::from(cfg.phase.is_learned());
         shapes.push(("embed".into(), vec![n_steps, cfg.width], 0.5));
-        let out = d + usize::from(cfg.phase == Phase::Learned);
+        let out = d + usize::from(cfg.phase.is_learned());
         let head_shape = if dims == 1 {
             vec![out, cfg.width, 1]
         } else {
@@ -197,7 +228,17 @@ impl MaskedDiffusion {
         let mut params = Vec::new();
         for (name, shape, scale) in shapes {
             let len: usize = shape.iter().product();
-            let vals: Vec<f64> = (0..len).map(|_| rng.random_range(-scale..scale)).collect();
+            let mut vals: Vec<f64> = (0..len).map(|_| rng.random_range(-scale..scale)).collect();
+            if cfg.phase.is_learned() && name.starts_with("head.") {
+                // The phase row (output d) starts small: theta ~ 0 (or Marshall's sign), so
+                // training starts from the real wavefunction plus a small random phase that
+                // breaks the symmetry theta -> -theta (at theta = 0 exactly, a real
+                // Hamiltonian's energy gradient in theta vanishes).
+                let per_row = len / out;
+                vals[d * per_row..(d + 1) * per_row]
+                    .iter_mut()
+                    .for_each(|v| *v *= PHASE_INIT);
+            }
             let t = Tensor::from_vec(vals, shape, device)?.to_dtype(dtype)?;
             params.push((name, Var::from_tensor(&t)?));
         }
@@ -497,7 +538,7 @@ impl MaskedDiffusion {
         let rows = steps.len();
         let b = rows / per;
         let input = self.encode(s, steps)?;
-        let out_dim = self.d + usize::from(self.cfg.phase == Phase::Learned);
+        let out_dim = self.d + usize::from(self.cfg.phase.is_learned());
         let mut vars = Vec::with_capacity(self.cfg.depth + 1);
         for l in 0..=self.cfg.depth {
             let o = if l < self.cfg.depth {
@@ -590,7 +631,7 @@ impl MaskedDiffusion {
     /// Per-sample gradients of the learned phase `theta(s_b)` (a `B x n_params` tensor), or
     /// `None` when the phase is not learned.
     pub fn phase_jacobian(&self, s: &[u8]) -> Result<Option<Tensor>> {
-        if self.cfg.phase != Phase::Learned {
+        if !self.cfg.phase.is_learned() {
             return Ok(None);
         }
         let d = self.d;
@@ -738,7 +779,7 @@ impl MaskedDiffusion {
     /// The phase `theta(s)` for a batch: a differentiable tensor for the learned phase,
     /// `None` when the phase is fixed (see [`MaskedDiffusion::fixed_phase`]).
     pub fn learned_phase(&self, s: &[u8]) -> Result<Option<Tensor>> {
-        if self.cfg.phase != Phase::Learned {
+        if !self.cfg.phase.is_learned() {
             return Ok(None);
         }
         let b = s.len() / self.n;
@@ -747,19 +788,18 @@ impl MaskedDiffusion {
         Ok(Some(out.narrow(2, self.d, 1)?.sum((1, 2))?))
     }
 
-    /// The fixed phase (0 or Marshall's `pi * #down on A`) of one configuration.
+    /// The fixed part of the phase of one configuration: Marshall's `pi * #down on A` when
+    /// the phase includes it, else 0.
     pub fn fixed_phase(&self, s: &[u8]) -> f64 {
-        match self.cfg.phase {
-            Phase::Marshall => {
-                let downs = s
-                    .iter()
-                    .zip(&self.sublattice_a)
-                    .filter(|(&v, &a)| a && v == 1)
-                    .count();
-                std::f64::consts::PI * (downs % 2) as f64
-            }
-            _ => 0.0,
+        if !self.cfg.phase.has_marshall() {
+            return 0.0;
         }
+        let downs = s
+            .iter()
+            .zip(&self.sublattice_a)
+            .filter(|(&v, &a)| a && v == 1)
+            .count();
+        std::f64::consts::PI * (downs % 2) as f64
     }
 
     /// `log psi(s) = log p(s) / 2 + i theta(s)` on the host, for a batch.
@@ -780,9 +820,8 @@ impl MaskedDiffusion {
             .iter()
             .enumerate()
             .map(|(i, &l)| {
-                let th = learned
-                    .as_ref()
-                    .map_or_else(|| self.fixed_phase(&s[i * n..(i + 1) * n]), |v| v[i]);
+                let th = self.fixed_phase(&s[i * n..(i + 1) * n])
+                    + learned.as_ref().map_or(0.0, |v| v[i]);
                 num_complex::Complex64::new(0.5 * l, th)
             })
             .collect())
