@@ -229,7 +229,7 @@ pub fn prepare(
     let problem = spec::load(Path::new(&cfg.problem))?;
     let lattice = &problem.lattice;
     let hilbert = problem.model.hilbert(lattice);
-    let h = Hamiltonian::compile(hilbert, &problem.model.terms(lattice));
+    let h = problem.model.hamiltonian(lattice);
     // ED when asked for, or when it is cheap (at most 2^20 states).
     let exact_energy = if cfg.exact || hilbert.log2_dim() <= 20.0 {
         Some(exact::solve(lattice, &problem.model, &ExactOptions::default())?.energy)

@@ -54,7 +54,7 @@ use crate::field::Theory;
 use crate::hilbert::LocalSpace;
 use crate::lattice::{Boundary, Lattice, Shape};
 use crate::operator::local_ops::LocalOp;
-use crate::operator::models::{Model, Support, TermSpec};
+use crate::operator::models::{Model, OscillatorBasis, Support, TermSpec};
 
 /// Largest lattice accepted for any model (2048 x 2048).
 pub const MAX_SITES: usize = 1 << 22;
@@ -571,7 +571,7 @@ const KINDS: [KindKeys; 8] = [
     KindKeys {
         name: "phi4",
         required: &["m2", "lambda", "cutoff"],
-        optional: &["omega"],
+        optional: &["omega", "basis"],
     },
     KindKeys {
         name: "terms",
@@ -777,7 +777,8 @@ fn read_omega(cx: &Cx, sec: &Section) -> Result<Option<f64>> {
     Ok(Some(w))
 }
 
-/// `phi4`: `m2`, `lambda`, `cutoff`, optional `omega` (default `sqrt(m2 + 2 dim)`, or 1).
+/// `phi4`: `m2`, `lambda`, `cutoff`, optional `omega` (default `sqrt(m2 + 2 dim)`, or 1) and
+/// `basis` (`fock`, the default, or `local`: the on-site eigenbasis).
 fn read_phi4(cx: &Cx, sec: &Section, dim: usize) -> Result<Model> {
     let m2 = sec.number(cx, "m2")?.expect("required");
     let lambda = sec.number(cx, "lambda")?.expect("required");
@@ -790,11 +791,19 @@ fn read_phi4(cx: &Cx, sec: &Section, dim: usize) -> Result<Model> {
             1.0
         }
     });
+    let basis = match sec.get("basis") {
+        None => OscillatorBasis::Fock,
+        Some(v) => match expect_choice(cx, "model.basis", v, "basis", &["fock", "local"])? {
+            "fock" => OscillatorBasis::Fock,
+            _ => OscillatorBasis::Local,
+        },
+    };
     Ok(Model::Phi4 {
         m2,
         lambda,
         cutoff,
         omega,
+        basis,
     })
 }
 
@@ -1154,7 +1163,8 @@ mod tests {
                 m2: 1.0,
                 lambda: 0.1,
                 cutoff: 8,
-                omega: 3f64.sqrt()
+                omega: 3f64.sqrt(),
+                basis: OscillatorBasis::Fock,
             }
         );
         let sq = "[lattice]\nshape = \"square\"\nsize = [2, 2]\n";
@@ -1171,6 +1181,16 @@ mod tests {
             "{CHAIN}[model]\nkind = \"phi4\"\nm2 = -5\nlambda = 1\ncutoff = 4\nomega = 2\n"
         ));
         assert!(matches!(m, Model::Phi4 { omega, .. } if omega == 2.0));
+        let m = model(&format!(
+            "{CHAIN}[model]\nkind = \"phi4\"\nm2 = 1\nlambda = 1\ncutoff = 4\nbasis = \"local\"\n"
+        ));
+        assert!(matches!(
+            m,
+            Model::Phi4 {
+                basis: OscillatorBasis::Local,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use rgdiff::exact::basis::{matvec, SpinBasis, SymmetricBasis, SzBasis};
 use rgdiff::exact::dense::{dense_from_apply, dense_matrix, distinct, eigenvalues};
 use rgdiff::exact::{self, ExactOptions, ExactResult, Sector, SectorChoice};
 use rgdiff::lattice::{Boundary, Lattice};
-use rgdiff::operator::{Hamiltonian, Model, PauliSum};
+use rgdiff::operator::{Hamiltonian, Model, OscillatorBasis, PauliSum};
 use rgdiff::spec::{self, Problem};
 use rgdiff::Error;
 
@@ -378,6 +378,7 @@ fn single_anharmonic_oscillator() {
             lambda: 1.0,
             cutoff,
             omega: 2.0,
+            basis: OscillatorBasis::Fock,
         };
         let err = dense_spectrum(&lat, &model)[0] - E0;
         assert!(
@@ -901,5 +902,73 @@ fn memory_limit_is_refused_before_allocating() {
             assert!(msg.contains(&available.to_string()), "{msg}");
         }
         other => panic!("expected Error::Memory, got {other:?}"),
+    }
+}
+
+/// phi^4 in the on-site eigenbasis (`basis = "local"`): the same spectrum as in the Fock basis
+/// (periodic chain, and an open chain whose end sites have another coordination, hence another
+/// basis) and the same ground-state observables; and no sign problem: in the Fock basis the
+/// ground state has negative amplitudes (lambda phi^4 has positive off-diagonal elements), so
+/// `|psi_0|` has a higher energy (here 1e-4 relative and more), while in the local basis
+/// `|psi_0|` is the ground state to 1e-7 (4e-9 at this cutoff of 8; at the shipped cutoff of
+/// 12, 1e-14: the residual signs sit near the cutoff), which is why a positive wavefunction
+/// (`--phase none`) can reach the ground state there.
+#[test]
+fn phi4_local_basis_has_the_fock_spectrum_and_no_sign_problem() {
+    use rgdiff::exact::dense::ground_state;
+    for lat in [
+        Lattice::chain(3, Boundary::Periodic),
+        Lattice::chain(3, Boundary::Open),
+    ] {
+        let phi4 = |basis| Model::Phi4 {
+            m2: 1.0,
+            lambda: 0.1,
+            cutoff: 8,
+            omega: 3f64.sqrt(),
+            basis,
+        };
+        let (fock, local) = (phi4(OscillatorBasis::Fock), phi4(OscillatorBasis::Local));
+        // (E0, <|psi_0|| H ||psi_0|>).
+        let energies = |m: &Model| -> (Vec<f64>, f64) {
+            let h = dense_matrix(m.hamiltonian(&lat).as_operator());
+            let (values, psi) = ground_state(h.clone());
+            let big = psi
+                .iter()
+                .fold(psi[0], |a, &b| if b.norm() > a.norm() { b } else { a });
+            let phase = big / big.norm();
+            let abs: Vec<Complex64> = psi
+                .iter()
+                .map(|v| Complex64::new((v / phase).re.abs(), 0.0))
+                .collect();
+            let v = nalgebra::DVector::from_vec(abs);
+            let e_abs = (v.adjoint() * &h * &v)[(0, 0)].re / v.norm_squared();
+            (values, e_abs)
+        };
+        let ((a, fock_abs), (b, local_abs)) = (energies(&fock), energies(&local));
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() < 1e-10 * x.abs().max(1.0),
+                "{lat:?}: {x} vs {y}"
+            );
+        }
+        let e0 = a[0];
+        assert!(
+            (fock_abs - e0) / e0.abs() > 1e-4,
+            "Fock basis: |psi_0| at {fock_abs} vs {e0}"
+        );
+        assert!(
+            (local_abs - e0) / e0.abs() < 1e-7,
+            "local basis: |psi_0| at {local_abs} vs {e0}"
+        );
+        let opts = ExactOptions::default();
+        let (rf, rl) = (
+            exact::solve(&lat, &fock, &opts).unwrap(),
+            exact::solve(&lat, &local, &opts).unwrap(),
+        );
+        assert!((rf.energy - rl.energy).abs() < 1e-9);
+        for key in ["phi2", "phiphi_nn"] {
+            let (x, y) = (rf.observables[key], rl.observables[key]);
+            assert!((x - y).abs() < 1e-8, "{key}: {x} vs {y}");
+        }
     }
 }

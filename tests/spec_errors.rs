@@ -360,6 +360,23 @@ fn phi4_cutoff_below_two() {
 }
 
 #[test]
+fn phi4_unknown_basis_lists_the_bases() {
+    refused(
+        &on_chain(&[
+            "[model]",
+            "kind = \"phi4\"",
+            "m2 = 1",
+            "lambda = 0.1",
+            "cutoff = 6",
+            "basis = \"harmonic\"",
+        ]),
+        9,
+        "model.basis",
+        "unknown basis \"harmonic\"; expected one of: fock, local",
+    );
+}
+
+#[test]
 fn phi4_cutoff_above_255_or_not_an_integer() {
     refused(
         &on_chain(&[

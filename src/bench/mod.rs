@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::exact::{self, closed_form, ExactOptions};
 use crate::lattice::Shape;
 use crate::model::{MaskedDiffusion, ModelConfig, Phase};
-use crate::operator::{Hamiltonian, Model};
+use crate::operator::Model;
 use crate::rg::Schedule;
 use crate::run::{self, Monitor, Run, RunConfig};
 use crate::spec::{self, Problem};
@@ -768,7 +768,7 @@ fn run_one(
     let problem = &p.problem;
     let lattice = &problem.lattice;
     let hilbert = problem.model.hilbert(lattice);
-    let h = Hamiltonian::compile(hilbert, &problem.model.terms(lattice));
+    let h = problem.model.hamiltonian(lattice);
     let phase = default_phase(problem);
     let mut cfg = RunConfig {
         problem: p.path.display().to_string(),

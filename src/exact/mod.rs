@@ -14,6 +14,7 @@ pub mod dense;
 pub mod lanczos;
 pub mod sector;
 
+use crate::operator::local_ops::Mat;
 use num_complex::Complex64;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -152,9 +153,7 @@ const AUTO_FULL_MAX: f64 = (1u64 << 20) as f64;
 /// `|Sz|`, which holds the ground state of antiferromagnets; pass a sector for anything else.
 pub fn solve(lattice: &Lattice, model: &Model, opts: &ExactOptions) -> Result<ExactResult> {
     let t0 = Instant::now();
-    let hilbert = model.hilbert(lattice);
-    let terms = model.terms(lattice);
-    let h = Hamiltonian::compile(hilbert, &terms);
+    let h = model.hamiltonian(lattice);
     let available = opts.memory_limit.unwrap_or_else(available_memory);
     let mut result = match &h {
         Hamiltonian::Pauli(p) => solve_spin(p, lattice, opts, available)?,
@@ -166,7 +165,13 @@ pub fn solve(lattice: &Lattice, model: &Model, opts: &ExactOptions) -> Result<Ex
                     ));
                 }
             }
-            solve_local(l, lattice, opts, available)?
+            solve_local(
+                l,
+                lattice,
+                model.site_bases(lattice).as_deref(),
+                opts,
+                available,
+            )?
         }
     };
     result.seconds = t0.elapsed().as_secs_f64();
@@ -624,6 +629,7 @@ pub fn local_matvec<S: Scalar>(op: &LocalOperator, x: &[S], y: &mut [S]) {
 fn solve_local(
     op: &LocalOperator,
     lattice: &Lattice,
+    bases: Option<&[Mat]>,
     opts: &ExactOptions,
     available: u64,
 ) -> Result<ExactResult> {
@@ -659,7 +665,7 @@ fn solve_local(
         max_stored: ((available - need) / 2 / (dim * size)).min(3000) as usize,
         want_vector: true,
     };
-    let obs_ops = oscillator_observables(lattice, hilbert);
+    let obs_ops = oscillator_observables(lattice, hilbert, bases);
     let run = if op.is_real() {
         run_local::<f64>(op, hilbert, &obs_ops, &lopts, dim as usize, opts.progress)
     } else {
@@ -679,8 +685,18 @@ fn solve_local(
 /// Oscillator observables: `phi2 = <phi_x^2>` averaged over sites and `phiphi_nn =
 /// <phi_x phi_y>` averaged over bonds (operators); `n_mean = <n_x>` and `top_level_weight =
 /// <|d-1><d-1|_x>`, the mean occupation of the highest kept Fock level, which shows whether
-/// the cutoff is large enough (diagonal, computed from the amplitudes).
-fn oscillator_observables(lattice: &Lattice, hilbert: Hilbert) -> Vec<(String, LocalOperator)> {
+/// the cutoff is large enough (diagonal, computed from the amplitudes). In a local basis
+/// (`bases`, see [`crate::operator::site_basis`]) `phi` is transformed with it, and `n_mean`
+/// and `top_level_weight` refer to the local levels.
+fn oscillator_observables(
+    lattice: &Lattice,
+    hilbert: Hilbert,
+    bases: Option<&[Mat]>,
+) -> Vec<(String, LocalOperator)> {
+    let compile = |terms: &[Term]| match bases {
+        Some(u) => Hamiltonian::compile_in_basis(hilbert, terms, u),
+        None => Hamiltonian::compile_local(hilbert, terms),
+    };
     let n = lattice.n_sites();
     let sites: Vec<Term> = (0..n)
         .map(|x| Term::new(1.0 / n as f64, &[(x, LocalOp::Phi), (x, LocalOp::Phi)]))
@@ -691,15 +707,9 @@ fn oscillator_observables(lattice: &Lattice, hilbert: Hilbert) -> Vec<(String, L
         .iter()
         .map(|&(a, b)| Term::new(1.0 / nb, &[(a, LocalOp::Phi), (b, LocalOp::Phi)]))
         .collect();
-    let mut out = vec![(
-        "phi2".to_string(),
-        Hamiltonian::compile_local(hilbert, &sites),
-    )];
+    let mut out = vec![("phi2".to_string(), compile(&sites))];
     if !bonds.is_empty() {
-        out.push((
-            "phiphi_nn".to_string(),
-            Hamiltonian::compile_local(hilbert, &bonds),
-        ));
+        out.push(("phiphi_nn".to_string(), compile(&bonds)));
     }
     out
 }

@@ -11,13 +11,14 @@ pub mod local;
 pub mod local_ops;
 pub mod models;
 pub mod pauli;
+pub mod site_basis;
 
 use num_complex::Complex64;
 use std::collections::BTreeMap;
 
 pub use local::LocalOperator;
 pub use local_ops::LocalOp;
-pub use models::{Model, Support, TermSpec};
+pub use models::{Model, OscillatorBasis, Support, TermSpec};
 pub use pauli::PauliSum;
 
 use crate::hilbert::{pack_spins, unpack_spins, Hilbert, LocalSpace};
@@ -218,6 +219,48 @@ impl Hamiltonian {
             Hamiltonian::Pauli(p) => p,
             Hamiltonian::Local(l) => l,
         }
+    }
+
+    /// A term list on an oscillator space whose site `x` uses the basis of the columns of
+    /// `bases[x]` (see [`site_basis`]): every site matrix `M` becomes `U^dag M U`.
+    ///
+    /// The single-site terms of each site are summed into one matrix before the change of
+    /// basis (in the on-site eigenbasis their sum is diagonal while each part is dense), and
+    /// elements below `1e-13` of a matrix's largest are dropped as rounding.
+    pub fn compile_in_basis(hilbert: Hilbert, terms: &[Term], bases: &[Mat]) -> LocalOperator {
+        let d = hilbert.local_dim();
+        let clean = |m: Mat| -> Mat {
+            let big = m.data.iter().map(|v| v.norm()).fold(0.0, f64::max);
+            let mut m = m;
+            for v in m.data.iter_mut() {
+                if v.norm() <= 1e-13 * big {
+                    *v = Complex64::new(0.0, 0.0);
+                }
+            }
+            m
+        };
+        let mut on_site: BTreeMap<usize, Mat> = BTreeMap::new();
+        let mut list = Vec::new();
+        for t in terms {
+            let mats = site_matrices(hilbert, t);
+            if let [(x, m)] = mats.as_slice() {
+                on_site
+                    .entry(*x)
+                    .or_insert_with(|| Mat::zeros(d))
+                    .add_scaled(t.coeff, m);
+                continue;
+            }
+            let mats = mats
+                .into_iter()
+                .map(|(x, m)| (x, clean(site_basis::in_basis(&m, &bases[x]))))
+                .collect();
+            list.push((t.coeff, mats));
+        }
+        for (x, m) in on_site {
+            let m = clean(site_basis::in_basis(&m, &bases[x]));
+            list.push((Complex64::new(1.0, 0.0), vec![(x, m)]));
+        }
+        LocalOperator::new(hilbert, &list)
     }
 
     /// The same Hamiltonian in the generic local-matrix form (for cross-checks of the Pauli

@@ -6,14 +6,17 @@
 //! - **Heisenberg / XXZ / J1-J2**, spin operators `S = sigma / 2`:
 //!   `H = J1 sum_<ij> (Sx Sx + Sy Sy + Delta Sz Sz) + J2 sum_<<ij>> S_i . S_j`
 //!   (Heisenberg: `J1 = J`, `Delta = 1`, `J2 = 0`; XXZ: `J2 = 0`).
-//! - **phi^4** (coupled anharmonic oscillators), truncated Fock basis of frequency `omega`:
+//! - **phi^4** (coupled anharmonic oscillators), truncated Fock basis of frequency `omega`
+//!   (or, with `basis = "local"`, the eigenbasis of the on-site part in that space, see
+//!   [`super::site_basis`]):
 //!   `H = sum_x [pi_x^2/2 + m2 phi_x^2/2 + lambda phi_x^4] + 1/2 sum_<xy> (phi_x - phi_y)^2`.
 //! - **terms**: `H = sum_t c_t sum_{(x_1..x_k) in support_t} op_{t,1}(x_1) ... op_{t,k}(x_k)`.
 
 use num_complex::Complex64;
 
-use super::local_ops::LocalOp;
-use super::Term;
+use super::local_ops::{LocalOp, Mat};
+use super::site_basis::phi4_site_basis;
+use super::{Hamiltonian, Term};
 use crate::hilbert::{Hilbert, LocalSpace};
 use crate::lattice::Lattice;
 
@@ -36,6 +39,25 @@ pub struct TermSpec {
     pub ops: Vec<LocalOp>,
     pub on: Support,
     pub coeff: Complex64,
+}
+
+/// The local basis of an oscillator model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OscillatorBasis {
+    /// Fock states of the oscillator of frequency `omega`.
+    #[default]
+    Fock,
+    /// Eigenstates of the on-site Hamiltonian (see [`super::site_basis`]).
+    Local,
+}
+
+impl OscillatorBasis {
+    pub fn name(self) -> &'static str {
+        match self {
+            OscillatorBasis::Fock => "fock",
+            OscillatorBasis::Local => "local",
+        }
+    }
 }
 
 /// A lattice model with its parameters, checked when it was read.
@@ -63,6 +85,7 @@ pub enum Model {
         lambda: f64,
         cutoff: usize,
         omega: f64,
+        basis: OscillatorBasis,
     },
     Terms {
         local: LocalSpace,
@@ -176,6 +199,46 @@ impl Model {
         t
     }
 
+    /// The per-site basis matrices `U_x` (columns: the basis states in the Fock basis) of a
+    /// model in a non-Fock basis, `None` in the Fock (or spin) basis.
+    pub fn site_bases(&self, lattice: &Lattice) -> Option<Vec<Mat>> {
+        match *self {
+            Model::Phi4 {
+                m2,
+                lambda,
+                cutoff,
+                omega,
+                basis: OscillatorBasis::Local,
+            } => {
+                let mut by_z: Vec<(usize, Mat)> = Vec::new();
+                let out = lattice
+                    .coordination()
+                    .iter()
+                    .map(|&z| {
+                        if let Some((_, u)) = by_z.iter().find(|(zz, _)| *zz == z) {
+                            return u.clone();
+                        }
+                        let (u, _) = phi4_site_basis(m2 + z as f64, lambda, cutoff, omega);
+                        by_z.push((z, u.clone()));
+                        u
+                    })
+                    .collect();
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
+    /// The compiled Hamiltonian on `lattice`, in the model's basis.
+    pub fn hamiltonian(&self, lattice: &Lattice) -> Hamiltonian {
+        let hilbert = self.hilbert(lattice);
+        let terms = self.terms(lattice);
+        match self.site_bases(lattice) {
+            Some(u) => Hamiltonian::Local(Hamiltonian::compile_in_basis(hilbert, &terms, &u)),
+            None => Hamiltonian::compile(hilbert, &terms),
+        }
+    }
+
     /// The Hilbert space of this model on `lattice`.
     pub fn hilbert(&self, lattice: &Lattice) -> Hilbert {
         Hilbert::new(lattice.n_sites(), self.local_space())
@@ -193,6 +256,7 @@ impl Model {
                 lambda,
                 cutoff,
                 omega,
+                ..
             } => vec![
                 ("m2", m2),
                 ("lambda", lambda),
@@ -219,8 +283,14 @@ impl Model {
             Model::J1J2 { .. } => {
                 "H = J1 sum_<ij> (Sx Sx + Sy Sy + delta Sz Sz) + J2 sum_<<ij>> S_i . S_j (S = sigma/2)"
             }
-            Model::Phi4 { .. } => {
+            Model::Phi4 {
+                basis: OscillatorBasis::Fock,
+                ..
+            } => {
                 "H = sum_x [pi^2/2 + m2 phi^2/2 + lambda phi^4] + 1/2 sum_<xy> (phi_x - phi_y)^2 (Fock basis, frequency omega)"
+            }
+            Model::Phi4 { .. } => {
+                "H = sum_x [pi^2/2 + m2 phi^2/2 + lambda phi^4] + 1/2 sum_<xy> (phi_x - phi_y)^2 (eigenbasis of the on-site part pi^2/2 + (m2 + z) phi^2/2 + lambda phi^4, in the Fock space of frequency omega)"
             }
             Model::Terms { .. } => "H = sum_t coeff_t prod_k op_k(site_k)",
         }
