@@ -777,6 +777,9 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
         run.cfg.vmc.iters,
         run.dir.display()
     );
+    if let Some(note) = run.vmc.model.receptive_field_note() {
+        eprintln!("note: {note}");
+    }
     let mut bar = report::VmcProgress::new(run.cfg.vmc.iters, run.vmc.iter);
     let result = run.run(&stop, a.stop_after, &mut bar);
     bar.finish();

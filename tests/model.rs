@@ -376,3 +376,29 @@ fn marshall_plus_learned_phase_adds_marshalls_sign() {
         assert_eq!(json, format!("\"{}\"", p.name()));
     }
 }
+
+/// The receptive-field note: none when `depth (kernel - 1)/2 >= L/2`, else the smallest kernel
+/// that covers the lattice.
+#[test]
+fn receptive_field_note_names_the_covering_kernel() {
+    let build = |lat: &Lattice, kernel: usize| {
+        let cfg = ModelConfig {
+            width: 4,
+            depth: 3,
+            kernel,
+            phase: Phase::None,
+            sz: None,
+        };
+        let sched = Schedule::parse("rg", lat).unwrap();
+        MaskedDiffusion::new(lat, 2, sched, cfg, &Device::Cpu, DType::F32, 1).unwrap()
+    };
+    let chain = Lattice::chain(16, Boundary::Periodic);
+    let note = build(&chain, 5).receptive_field_note().unwrap();
+    assert!(
+        note.contains("sees 6 sites") && note.contains("--kernel 7"),
+        "{note}"
+    );
+    assert!(build(&chain, 7).receptive_field_note().is_none());
+    let square = Lattice::square(4, 4, Boundary::Periodic);
+    assert!(build(&square, 3).receptive_field_note().is_none());
+}
