@@ -1,15 +1,17 @@
-//! Hot paths of the variational solver per schedule (`rg`, `rg-colors=2`, `autoregressive`):
-//! batched `log psi`, exact sampling, and one whole VMC iteration (1024 samples), on the TFIM
-//! chain of 16 and the Heisenberg 4x4 square. Run with `cargo bench --bench vmc`.
+//! Hot paths of the variational solver per schedule (`rg`, `rg-colors=2`, `autoregressive`,
+//! and `autoregressive` with the step-causal network): batched `log psi`, exact sampling, and
+//! one whole VMC iteration (1024 samples, Adam and minSR), on the TFIM chain of 16 and the
+//! Heisenberg 4x4 square. Run with `cargo bench --bench vmc`.
 
 use candle_core::{DType, Device};
 use criterion::{criterion_group, criterion_main, Criterion};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rgdiff::lattice::{Boundary, Lattice};
-use rgdiff::model::{MaskedDiffusion, ModelConfig, Phase};
+use rgdiff::model::{MaskedDiffusion, ModelConfig, Network, Phase};
 use rgdiff::operator::{Hamiltonian, Model};
 use rgdiff::rg::Schedule;
+use rgdiff::vmc::driver::Optimizer;
 use rgdiff::vmc::{Vmc, VmcConfig};
 use std::hint::black_box;
 
@@ -34,9 +36,10 @@ fn cases() -> Vec<(&'static str, Lattice, Model, Phase)> {
     ]
 }
 
-fn model(lat: &Lattice, scheme: &str, phase: Phase) -> MaskedDiffusion {
+fn model(lat: &Lattice, scheme: &str, phase: Phase, network: Network) -> MaskedDiffusion {
     let cfg = ModelConfig {
         phase,
+        network,
         ..ModelConfig::default()
     };
     let sched = Schedule::parse(scheme, lat).unwrap();
@@ -48,24 +51,38 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     for (name, lat, m, phase) in cases() {
         let h = Hamiltonian::compile(m.hilbert(&lat), &m.terms(&lat));
-        for scheme in ["rg", "rg-colors=2", "autoregressive"] {
-            let net = model(&lat, scheme, phase);
+        for (scheme, network) in [
+            ("rg", Network::Masked),
+            ("rg-colors=2", Network::Masked),
+            ("autoregressive", Network::Masked),
+            ("autoregressive", Network::Causal),
+        ] {
+            let net = model(&lat, scheme, phase, network);
+            let label = match network {
+                Network::Masked => scheme.to_string(),
+                Network::Causal => format!("{scheme}+causal"),
+            };
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
             let (s, _) = net.sample(1024, &mut rng).unwrap();
-            g.bench_function(format!("{name}/{scheme}/sample_1024"), |b| {
+            g.bench_function(format!("{name}/{label}/sample_1024"), |b| {
                 b.iter(|| net.sample(1024, &mut rng).unwrap())
             });
-            g.bench_function(format!("{name}/{scheme}/log_psi_1024"), |b| {
+            g.bench_function(format!("{name}/{label}/log_psi_1024"), |b| {
                 b.iter(|| net.log_psi(black_box(&s)).unwrap())
             });
-            let cfg = VmcConfig {
-                samples: 1024,
-                ..VmcConfig::default()
-            };
-            let mut vmc = Vmc::new(model(&lat, scheme, phase), h.as_operator(), cfg).unwrap();
-            g.bench_function(format!("{name}/{scheme}/iteration_1024"), |b| {
-                b.iter(|| vmc.step().unwrap())
-            });
+            for optimizer in [Optimizer::Adam, Optimizer::Sr] {
+                let cfg = VmcConfig {
+                    samples: 1024,
+                    optimizer,
+                    ..VmcConfig::default()
+                };
+                let net = model(&lat, scheme, phase, network);
+                let mut vmc = Vmc::new(net, h.as_operator(), cfg).unwrap();
+                let opt = format!("{optimizer:?}").to_lowercase();
+                g.bench_function(format!("{name}/{label}/iteration_1024_{opt}"), |b| {
+                    b.iter(|| vmc.step().unwrap())
+                });
+            }
         }
     }
     g.finish();

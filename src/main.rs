@@ -84,7 +84,8 @@ struct BenchArgs {
     /// | tiny (chains of 6, seconds)
     #[arg(long)]
     suite: Option<String>,
-    /// Schedules to run, comma-separated: rg, rg-colors=K, autoregressive
+    /// Schedules to run, comma-separated: rg, rg-colors=K, autoregressive; a suffix +causal
+    /// takes the step-causal network (e.g. autoregressive+causal)
     #[arg(long, default_value = "rg,autoregressive")]
     schemes: String,
     /// Wall-clock seconds per VMC run (default: quick 60, standard 120, scaling 60, tiny 20,
@@ -194,6 +195,10 @@ struct SampleArgs {
     /// Convolution kernel size (odd).
     #[arg(long, default_value_t = 3)]
     kernel: usize,
+    /// masked (one network pass per step) | causal (step-causal convolutions: every
+    /// conditional from one pass)
+    #[arg(long, default_value = "masked")]
+    network: String,
     /// Measurements (Markov chains) or model proposals of the MH chain.
     #[arg(long, default_value_t = 10000)]
     samples: usize,
@@ -263,6 +268,11 @@ struct GroundStateArgs {
     /// Momentum of the SR update, 0 <= MU < 1 (SPRING; 0: plain minSR). --optimizer sr only.
     #[arg(long, default_value_t = 0.0)]
     momentum: f64,
+    /// Draw the training samples from the model's conditionals raised to the power BETA,
+    /// 0 < BETA <= 1, with importance weights p/q on every estimate (1: exact samples of p).
+    /// Broadens a sharply peaked distribution whose rare configurations carry the energy.
+    #[arg(long, default_value_t = 1.0)]
+    temper: f64,
     /// Initial temperature of the E - T S annealing (0: none).
     #[arg(long, default_value_t = 0.0)]
     anneal: f64,
@@ -278,6 +288,10 @@ struct GroundStateArgs {
     /// Convolution kernel size (odd).
     #[arg(long, default_value_t = 5)]
     kernel: usize,
+    /// masked (one network pass per step) | causal (step-causal convolutions: every
+    /// conditional from one pass, much cheaper gradients with --scheme autoregressive)
+    #[arg(long, default_value = "masked")]
+    network: String,
     /// Phase of the wavefunction: none | marshall | learned | marshall+learned
     #[arg(long, default_value = "none")]
     phase: String,
@@ -476,7 +490,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
     use rgdiff::field::sample::{self, SampleConfig};
     use rgdiff::field::variational::TrainConfig;
     use rgdiff::field::{Method, Theory};
-    use rgdiff::model::{ModelConfig, Phase};
+    use rgdiff::model::{ModelConfig, Network, Phase};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -529,6 +543,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                     kernel: a.kernel,
                     phase: Phase::None,
                     sz: None,
+                    network: Network::parse(&a.network)?,
                 },
                 train: TrainConfig {
                     samples: a.train_samples.max(2),
@@ -649,7 +664,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
 }
 
 fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
-    use rgdiff::model::{ModelConfig, Phase};
+    use rgdiff::model::{ModelConfig, Network, Phase};
     use rgdiff::run::{self, Run, RunConfig};
     use rgdiff::vmc::{driver::Optimizer, VmcConfig};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -689,6 +704,12 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     a.momentum
                 )));
             }
+            if !(a.temper > 0.0 && a.temper <= 1.0) {
+                return Err(rgdiff::Error::Input(format!(
+                    "--temper {}: expected 0 < BETA <= 1",
+                    a.temper
+                )));
+            }
             if a.momentum != 0.0 && optimizer != Optimizer::Sr {
                 return Err(rgdiff::Error::Input(
                     "--momentum applies to --optimizer sr (Adam has its own moments)".into(),
@@ -704,6 +725,7 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     kernel: a.kernel,
                     phase: Phase::parse(&a.phase)?,
                     sz: a.sz,
+                    network: Network::parse(&a.network)?,
                 },
                 vmc: VmcConfig {
                     samples: a.samples.max(2),
@@ -720,6 +742,7 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     seed: a.seed,
                     chunks: a.chunks.unwrap_or(comm.size()),
                     momentum: a.momentum,
+                    temper: a.temper,
                 },
                 device: a.device.clone(),
                 eval_samples: a.eval_samples.unwrap_or(4 * a.samples).max(2),
@@ -767,11 +790,12 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
         return Ok(());
     }
     eprintln!(
-        "rgdiff ground-state: {} ({}), scheme {} ({} steps), {} parameters, {} samples x {} iterations{ranks}, run directory {}",
+        "rgdiff ground-state: {} ({}), scheme {} ({} steps), {} network, {} parameters, {} samples x {} iterations{ranks}, run directory {}",
         problem.path,
         report::lattice_label(&problem),
         run.cfg.scheme,
         run.vmc.model.schedule().n_steps(),
+        run.cfg.model.network.name(),
         run.vmc.model.n_params(),
         run.cfg.vmc.samples,
         run.cfg.vmc.iters,

@@ -182,12 +182,15 @@ pub fn device(name: &str) -> Result<Device> {
 }
 
 const TRACE_HEADER: &str =
-    "iter,energy,energy_error,variance,v_score,entropy,temperature,lr,seconds,relative_error,comm_seconds,wait_seconds\n";
+    "iter,energy,energy_error,variance,v_score,entropy,temperature,lr,seconds,relative_error,comm_seconds,wait_seconds,ess\n";
+
+/// Columns of the trace before `ess` was added (rows of older runs, padded when resumed).
+const OLD_TRACE_COLUMNS: usize = 12;
 
 fn trace_row(s: &IterationStats, exact: Option<f64>) -> String {
     let rel = exact.map_or(String::new(), |e| format!("{:e}", (s.energy - e) / e.abs()));
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
         s.iter,
         s.energy,
         s.error,
@@ -199,7 +202,8 @@ fn trace_row(s: &IterationStats, exact: Option<f64>) -> String {
         s.seconds,
         rel,
         s.comm_seconds,
-        s.wait_seconds
+        s.wait_seconds,
+        s.ess
     )
 }
 
@@ -392,6 +396,9 @@ impl<'a> Run<'a> {
                 .is_some_and(|i| i < iter)
             {
                 kept.push_str(line);
+                if line.split(',').count() == OLD_TRACE_COLUMNS {
+                    kept.push(',');
+                }
                 kept.push('\n');
             }
         }

@@ -315,7 +315,7 @@ fn cli_bench_of_a_file() {
         "bench",
         file.to_str().unwrap(),
         "--schemes",
-        "rg",
+        "rg,autoregressive+causal",
         "--iters",
         "20",
         "--samples",
@@ -333,7 +333,16 @@ fn cli_bench_of_a_file() {
         "{stdout}"
     );
     assert!(stdout.contains("| tfim_chain_6 | 6 | `rg` |"), "{stdout}");
-    check_outputs(&out, &["tfim_chain_6"], &["rg"]);
+    assert!(
+        stdout.contains("| tfim_chain_6 | 6 | `autoregressive+causal` |"),
+        "{stdout}"
+    );
+    check_outputs(&out, &["tfim_chain_6"], &["rg", "autoregressive+causal"]);
+    // The causal run's directory records its network, so it can be resumed as it ran.
+    let config =
+        std::fs::read_to_string(out.join("runs/tfim_chain_6-autoregressive+causal/config.json"))
+            .unwrap();
+    assert!(config.contains("\"network\": \"causal\""), "{config}");
 }
 
 #[test]
@@ -344,6 +353,10 @@ fn cli_bench_refuses_bad_input() {
         (
             vec!["bench", "--suite", "tiny", "--schemes", "rg,zigzag"],
             "unknown scheme `zigzag`",
+        ),
+        (
+            vec!["bench", "--suite", "tiny", "--schemes", "rg+dense"],
+            "expected masked or causal",
         ),
         (
             vec!["bench", "--suite", "tiny", "--budget", "0"],

@@ -24,6 +24,7 @@ fn model(lat: &Lattice, beta: f64, symmetric: bool, seed: u64) -> IsingModel {
         kernel: 3,
         phase: Phase::None,
         sz: None,
+        ..ModelConfig::default()
     };
     let train = TrainConfig {
         samples: 256,

@@ -111,14 +111,23 @@ fn run_directory_and_summary() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
 }
 
-/// Adam, and SR with momentum (SPRING), whose last direction is part of the checkpoint.
+/// Adam, SR with momentum (SPRING), whose last direction is part of the checkpoint, and the
+/// causal network (its kind is part of the run's configuration).
 #[test]
 fn resume_reproduces_the_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let file = problem(tmp.path());
     let sr: &[&str] = &["--optimizer", "sr", "--momentum", "0.9"];
+    let causal: &[&str] = &[
+        "--optimizer",
+        "sr",
+        "--scheme",
+        "autoregressive",
+        "--network",
+        "causal",
+    ];
     let mut finals = Vec::new();
-    for (name, opt) in [("adam", &[][..]), ("spring", sr)] {
+    for (name, opt) in [("adam", &[][..]), ("spring", sr), ("causal", causal)] {
         let full = tmp.path().join(format!("{name}-full"));
         let part = tmp.path().join(format!("{name}-part"));
         let go = |dir: &Path, extra: &[&str]| {
@@ -142,6 +151,10 @@ fn resume_reproduces_the_uninterrupted_run() {
         if name == "spring" {
             assert!(part.join("checkpoint/sr_direction.safetensors").exists());
         }
+        if name == "causal" {
+            let config = std::fs::read_to_string(part.join("config.json")).unwrap();
+            assert!(config.contains("\"network\": \"causal\""), "{config}");
+        }
         let o = rgdiff(&["ground-state", "--resume", part.to_str().unwrap()]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(trace_rows(&full), trace_rows(&part), "{name}");
@@ -151,14 +164,15 @@ fn resume_reproduces_the_uninterrupted_run() {
         finals.push(a);
     }
     assert_ne!(finals[0], finals[1]);
-    // Momentum belongs to SR, and must be below 1.
-    for bad in [
-        &["--momentum", "0.5"][..],
-        &["--optimizer", "sr", "--momentum", "1"],
+    // Momentum belongs to SR, and must be below 1; the network is masked or causal.
+    for (bad, what) in [
+        (&["--momentum", "0.5"][..], "--momentum"),
+        (&["--optimizer", "sr", "--momentum", "1"], "--momentum"),
+        (&["--network", "dense"], "expected masked or causal"),
     ] {
         let o = rgdiff(&[&["ground-state", &file, "--iters", "1"][..], bad].concat());
         assert!(!o.status.success());
-        assert!(String::from_utf8_lossy(&o.stderr).contains("--momentum"));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(what));
     }
 }
 

@@ -5,24 +5,48 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::flat_grad;
+use num_complex::Complex64;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rgdiff::hilbert::Hilbert;
 use rgdiff::hilbert::LocalSpace;
 use rgdiff::lattice::{Boundary, Lattice};
-use rgdiff::model::{MaskedDiffusion, ModelConfig, Phase};
+use rgdiff::model::{MaskedDiffusion, ModelConfig, Network, Phase};
 use rgdiff::rg::Schedule;
 
 fn model(lat: &Lattice, d: usize, scheme: &str, phase: Phase, dtype: DType) -> MaskedDiffusion {
+    model_with(lat, d, scheme, phase, dtype, Network::Masked)
+}
+
+fn model_with(
+    lat: &Lattice,
+    d: usize,
+    scheme: &str,
+    phase: Phase,
+    dtype: DType,
+    network: Network,
+) -> MaskedDiffusion {
     let cfg = ModelConfig {
         width: 6,
         depth: 2,
         kernel: 3,
         phase,
         sz: None,
+        network,
     };
     let sched = Schedule::parse(scheme, lat).unwrap();
     MaskedDiffusion::new(lat, d, sched, cfg, &Device::Cpu, dtype, 7).unwrap()
+}
+
+/// Every schedule with each network.
+fn schemes_and_networks() -> Vec<(&'static str, Network)> {
+    let mut out = Vec::new();
+    for network in [Network::Masked, Network::Causal] {
+        for scheme in ["rg", "rg-colors=2", "autoregressive"] {
+            out.push((scheme, network));
+        }
+    }
+    out
 }
 
 /// Every configuration of the space, row-major.
@@ -46,6 +70,8 @@ fn all_configs(n: usize, d: usize) -> Vec<u8> {
     out
 }
 
+/// Both networks: for the causal one this also checks that no conditional reads a site of
+/// its own or a later step (any leak would break the normalisation).
 #[test]
 fn probabilities_sum_to_one_for_every_schedule() {
     let cases = [
@@ -56,19 +82,22 @@ fn probabilities_sum_to_one_for_every_schedule() {
     ];
     for (lat, d) in cases {
         let all = all_configs(lat.n_sites(), d);
-        for scheme in ["rg", "rg-colors=2", "autoregressive"] {
-            let m = model(&lat, d, scheme, Phase::None, DType::F64);
+        for (scheme, network) in schemes_and_networks() {
+            let m = model_with(&lat, d, scheme, Phase::None, DType::F64, network);
             let lp: Vec<f64> = m.log_prob(&all).unwrap().to_vec1().unwrap();
             let total: f64 = lp.iter().map(|l| l.exp()).sum();
             assert!(
                 (total - 1.0).abs() < 1e-10,
-                "{scheme} on {:?}: sum p = {total}",
+                "{scheme} {network:?} on {:?}: sum p = {total}",
                 lat.extent()
             );
             // Not a trivial uniform distribution.
             let max = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let min = lp.iter().copied().fold(f64::INFINITY, f64::min);
-            assert!(max - min > 0.1, "{scheme}: distribution is flat");
+            assert!(
+                max - min > 0.1,
+                "{scheme} {network:?}: distribution is flat"
+            );
         }
     }
 }
@@ -76,8 +105,12 @@ fn probabilities_sum_to_one_for_every_schedule() {
 #[test]
 fn samples_follow_p() {
     let lat = Lattice::chain(4, Boundary::Periodic);
-    for scheme in ["rg", "autoregressive"] {
-        let m = model(&lat, 2, scheme, Phase::None, DType::F32);
+    for (scheme, network) in [
+        ("rg", Network::Masked),
+        ("autoregressive", Network::Masked),
+        ("autoregressive", Network::Causal),
+    ] {
+        let m = model_with(&lat, 2, scheme, Phase::None, DType::F32, network);
         let all = all_configs(4, 2);
         let p: Vec<f64> = m
             .log_prob(&all)
@@ -105,14 +138,77 @@ fn samples_follow_p() {
                 (counts[i] as f64 - e).powi(2) / e
             })
             .sum();
-        assert!(chi2 < 37.7, "{scheme}: chi2 = {chi2}");
+        assert!(chi2 < 37.7, "{scheme} {network:?}: chi2 = {chi2}");
+    }
+}
+
+/// The tempered proposal (`beta = 0.5`): samples follow `q` (chi-square), `q` sums to 1 over
+/// the space and is broader than `p` (larger entropy), `log q` is a function of the
+/// configuration, the `log p` returned equals `log_prob`, and `beta = 1` gives exactly the
+/// samples of `sample_with_conditionals`.
+#[test]
+fn tempered_samples_follow_q() {
+    let lat = Lattice::chain(4, Boundary::Periodic);
+    for network in [Network::Masked, Network::Causal] {
+        let m = model_with(&lat, 2, "autoregressive", Phase::None, DType::F64, network);
+        let all = all_configs(4, 2);
+        let p: Vec<f64> = m
+            .log_prob(&all)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .map(|l| l.exp())
+            .collect();
+        let b = 40_000;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(4);
+        let t = m.sample_tempered(b, 0.5, &mut rng).unwrap();
+        let mut counts = [0usize; 16];
+        let mut q = [f64::NAN; 16];
+        for i in 0..b {
+            let idx = (0..4).fold(0, |a, x| a | ((t.configs[i * 4 + x] as usize) << x));
+            counts[idx] += 1;
+            assert!(
+                (t.log_p[i] - p[idx].ln()).abs() < 1e-10,
+                "{network:?}: log p"
+            );
+            if q[idx].is_nan() {
+                q[idx] = t.log_q[i].exp();
+            }
+            assert!((t.log_q[i].exp() - q[idx]).abs() < 1e-12, "log q varies");
+        }
+        assert!(q.iter().all(|v| v.is_finite()), "every configuration drawn");
+        assert!(
+            (q.iter().sum::<f64>() - 1.0).abs() < 1e-10,
+            "sum q = {}",
+            q.iter().sum::<f64>()
+        );
+        let entropy = |d: &[f64]| -d.iter().map(|v| v * v.ln()).sum::<f64>();
+        assert!(entropy(&q) > entropy(&p) + 0.05, "q is not broader than p");
+        // Pearson chi-square with 15 degrees of freedom: the 99.9% quantile is 37.7.
+        let chi2: f64 = (0..16)
+            .map(|i| (counts[i] as f64 - b as f64 * q[i]).powi(2) / (b as f64 * q[i]))
+            .sum();
+        assert!(chi2 < 37.7, "{network:?}: chi2 = {chi2}");
+        let mut r1 = Xoshiro256PlusPlus::seed_from_u64(8);
+        let mut r2 = Xoshiro256PlusPlus::seed_from_u64(8);
+        let exact = m.sample_with_conditionals(50, &mut r1).unwrap();
+        let one = m.sample_tempered(50, 1.0, &mut r2).unwrap();
+        assert_eq!(exact.configs, one.configs);
+        assert_eq!(one.log_p, one.log_q);
     }
 }
 
 #[test]
 fn every_parameter_gets_a_gradient() {
     let lat = Lattice::square(4, 4, Boundary::Periodic);
-    let m = model(&lat, 2, "rg", Phase::Learned, DType::F32);
+    for (scheme, network) in [("rg", Network::Masked), ("autoregressive", Network::Causal)] {
+        every_parameter_gets_a_gradient_with(&lat, scheme, network);
+    }
+}
+
+fn every_parameter_gets_a_gradient_with(lat: &Lattice, scheme: &str, network: Network) {
+    let m = model_with(lat, 2, scheme, Phase::Learned, DType::F32, network);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
     let (s, _) = m.sample(8, &mut rng).unwrap();
     let loss = (m.log_prob(&s).unwrap().sum_all().unwrap()
@@ -122,9 +218,9 @@ fn every_parameter_gets_a_gradient() {
     for (name, var) in m.params() {
         let g = grads
             .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("{name} has no gradient"));
+            .unwrap_or_else(|| panic!("{network:?}: {name} has no gradient"));
         let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
-        assert!(norm > 0.0, "{name} has a zero gradient");
+        assert!(norm > 0.0, "{network:?}: {name} has a zero gradient");
     }
 }
 
@@ -169,9 +265,9 @@ fn connected_log_psi_equals_full_evaluation() {
     ];
     for (lat, d) in cases {
         let n = lat.n_sites();
-        for scheme in ["rg", "rg-colors=2", "autoregressive"] {
+        for (scheme, network) in schemes_and_networks() {
             for phase in [Phase::None, Phase::Marshall, Phase::Learned] {
-                let m = model(&lat, d, scheme, phase, DType::F64);
+                let m = model_with(&lat, d, scheme, phase, DType::F64, network);
                 let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
                 let sampled = m.sample_with_conditionals(5, &mut rng).unwrap();
                 let mut conn = Vec::new();
@@ -192,11 +288,26 @@ fn connected_log_psi_equals_full_evaluation() {
                     parents.push(i);
                 }
                 let fast = m.log_psi_connected(&sampled, &conn, &parents).unwrap();
-                let full = m.log_psi(&conn).unwrap();
+                // Independently: log p by teacher forcing, the phase by its own pass.
+                let lp: Vec<f64> = m.log_prob(&conn).unwrap().to_vec1().unwrap();
+                let th: Vec<f64> = match m.learned_phase(&conn).unwrap() {
+                    Some(t) => t.to_vec1().unwrap(),
+                    None => vec![0.0; lp.len()],
+                };
+                let full: Vec<Complex64> = (0..lp.len())
+                    .map(|j| {
+                        let fixed = m.fixed_phase(&conn[j * n..(j + 1) * n]);
+                        Complex64::new(0.5 * lp[j], fixed + th[j])
+                    })
+                    .collect();
+                assert_eq!(m.log_psi(&conn).unwrap().len(), full.len());
+                for (a, b) in m.log_psi(&conn).unwrap().iter().zip(&full) {
+                    assert!((a - b).norm() < 1e-10, "{scheme} {network:?} log_psi");
+                }
                 for (j, (a, b)) in fast.iter().zip(&full).enumerate() {
                     assert!(
                         (a - b).norm() < 1e-10,
-                        "{scheme} {phase:?} d={d} config {j}: {a} vs {b}"
+                        "{scheme} {network:?} {phase:?} d={d} config {j}: {a} vs {b}"
                     );
                 }
             }
@@ -215,8 +326,13 @@ fn per_sample_jacobians_equal_single_sample_gradients() {
     ];
     for (lat, d) in cases {
         let n = lat.n_sites();
-        for scheme in ["rg", "autoregressive"] {
-            let m = model(&lat, d, scheme, Phase::Learned, DType::F64);
+        for (scheme, network) in [
+            ("rg", Network::Masked),
+            ("autoregressive", Network::Masked),
+            ("rg", Network::Causal),
+            ("autoregressive", Network::Causal),
+        ] {
+            let m = model_with(&lat, d, scheme, Phase::Learned, DType::F64, network);
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
             let (s, _) = m.sample(4, &mut rng).unwrap();
             let flat = |t: candle_core::Tensor| -> Vec<f64> {
@@ -234,7 +350,7 @@ fn per_sample_jacobians_equal_single_sample_gradients() {
                 for j in 0..np {
                     assert!(
                         (jl[i * np + j] - gl[j]).abs() < 1e-10,
-                        "{scheme} log p sample {i} param {j}: {} vs {}",
+                        "{scheme} {network:?} log p sample {i} param {j}: {} vs {}",
                         jl[i * np + j],
                         gl[j]
                     );
@@ -259,24 +375,40 @@ fn per_sample_jacobians_equal_single_sample_gradients() {
 fn sz_sector_is_exactly_normalised_and_enforced() {
     let lat = Lattice::chain(8, Boundary::Periodic);
     let n = 8;
-    let cfg = |sz| ModelConfig {
+    let cfg = |sz, network| ModelConfig {
         width: 6,
         depth: 2,
         kernel: 3,
         phase: Phase::Marshall,
         sz: Some(sz),
+        network,
     };
-    let build = |scheme: &str, sz: f64, d: usize| {
+    let build_with = |scheme: &str, sz: f64, d: usize, network| {
         let lat = if d == 2 {
             lat.clone()
         } else {
             Lattice::chain(4, Boundary::Periodic)
         };
         let sched = Schedule::parse(scheme, &lat).unwrap();
-        MaskedDiffusion::new(&lat, d, sched, cfg(sz), &Device::Cpu, DType::F64, 7)
+        MaskedDiffusion::new(
+            &lat,
+            d,
+            sched,
+            cfg(sz, network),
+            &Device::Cpu,
+            DType::F64,
+            7,
+        )
     };
-    for sz in [0.0, 1.0, -2.0] {
-        let m = build("autoregressive", sz, 2).unwrap();
+    let build = |scheme: &str, sz: f64, d: usize| build_with(scheme, sz, d, Network::Masked);
+    for (sz, network) in [
+        (0.0, Network::Masked),
+        (1.0, Network::Masked),
+        (-2.0, Network::Masked),
+        (0.0, Network::Causal),
+        (-2.0, Network::Causal),
+    ] {
+        let m = build_with("autoregressive", sz, 2, network).unwrap();
         let all = all_configs(n, 2);
         let lp: Vec<f64> = m.log_prob(&all).unwrap().to_vec1().unwrap();
         let ups_wanted = (4.0 + sz) as usize;
@@ -388,6 +520,7 @@ fn receptive_field_note_names_the_covering_kernel() {
             kernel,
             phase: Phase::None,
             sz: None,
+            ..ModelConfig::default()
         };
         let sched = Schedule::parse("rg", lat).unwrap();
         MaskedDiffusion::new(lat, 2, sched, cfg, &Device::Cpu, DType::F32, 1).unwrap()

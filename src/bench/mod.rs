@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::exact::{self, closed_form, ExactOptions};
 use crate::lattice::Shape;
-use crate::model::{MaskedDiffusion, ModelConfig, Phase};
+use crate::model::{MaskedDiffusion, ModelConfig, Network, Phase};
 use crate::operator::Model;
 use crate::rg::Schedule;
 use crate::run::{self, Monitor, Run, RunConfig};
@@ -211,7 +211,8 @@ pub struct BenchOptions {
     /// Problem files; used when `suite` is `None`.
     pub files: Vec<PathBuf>,
     pub suite: Option<Suite>,
-    /// Schedules, one VMC run each (`rg`, `rg-colors=K`, `autoregressive`).
+    /// Schedules, one VMC run each (`rg`, `rg-colors=K`, `autoregressive`), each optionally
+    /// with `+causal` for the step-causal network (see [`split_network`]).
     pub schemes: Vec<String>,
     /// Wall-clock seconds per VMC run (default: the suite's, 60 s for files).
     pub budget: Option<f64>,
@@ -615,7 +616,7 @@ pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result
     }
     for (i, (_, problem, _)) in problems.iter().enumerate() {
         for scheme in &opts.schemes {
-            Schedule::parse(scheme, &problem.lattice)?;
+            Schedule::parse(split_network(scheme)?.0, &problem.lattice)?;
         }
         if problems[..i].iter().any(|p| p.1.name == problem.name) {
             return Err(Error::Input(format!(
@@ -754,6 +755,17 @@ fn run_dir(runs: &Path, name: &str, scheme: &str) -> PathBuf {
     runs.join(format!("{name}-{}", scheme.replace('=', "")))
 }
 
+/// A bench scheme entry `SCHEME[+NETWORK]` split into the schedule and the network
+/// (`autoregressive+causal`; without a suffix, the masked network).
+pub fn split_network(entry: &str) -> Result<(&str, Network)> {
+    match entry.split_once('+') {
+        None => Ok((entry, Network::Masked)),
+        Some((scheme, net)) => Network::parse(net)
+            .map(|n| (scheme, n))
+            .map_err(|e| Error::Input(format!("--schemes {entry}: {e}"))),
+    }
+}
+
 /// One VMC run within the budget.
 fn run_one(
     p: &Prepared,
@@ -770,11 +782,13 @@ fn run_one(
     let hilbert = problem.model.hilbert(lattice);
     let h = problem.model.hamiltonian(lattice);
     let phase = default_phase(problem);
+    let (schedule, network) = split_network(scheme)?;
     let mut cfg = RunConfig {
         problem: p.path.display().to_string(),
-        scheme: scheme.to_string(),
+        scheme: schedule.to_string(),
         model: ModelConfig {
             phase,
+            network,
             ..ModelConfig::default()
         },
         vmc: VmcConfig {
@@ -795,7 +809,7 @@ fn run_one(
         MaskedDiffusion::new(
             lattice,
             hilbert.local_dim(),
-            Schedule::parse(scheme, lattice)?,
+            Schedule::parse(schedule, lattice)?,
             cfg.model.clone(),
             &dev,
             DType::F32,

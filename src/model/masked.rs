@@ -9,7 +9,9 @@
 //!
 //! `log p(s) = sum_k sum_{x in step k} log softmax(f_k(s_<k))_x[s_x]`: all steps of a batch are
 //! evaluated in one pass (teacher forcing, batch `B K`); sampling takes one pass of batch `B`
-//! per step. The wavefunction is `log psi = log p / 2 + i theta` with `theta = 0` (`none`),
+//! per step. With [`Network::Causal`] the convolutions are step-causal (a site reads only
+//! sites of earlier steps), so one row per configuration gives every conditional and `log p`
+//! is a pass of batch `B`. The wavefunction is `log psi = log p / 2 + i theta` with `theta = 0` (`none`),
 //! `pi * #{down spins on sublattice A}` (`marshall`, Marshall's sign rule for bipartite
 //! antiferromagnets) or `sum_x g(s)_x` from the phase channel evaluated on the fully revealed
 //! configuration (`learned`).
@@ -83,6 +85,49 @@ impl Phase {
     }
 }
 
+/// Which revealed sites a conditional's convolutions read, and so how many network passes
+/// `log p` takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// One pass per step over the partially revealed lattice (sites of later steps are masked
+    /// out of the input): every hidden unit of step `k` sees every site revealed before `k`.
+    /// `log p` of one configuration takes `K` rows (one per step).
+    #[default]
+    Masked,
+    /// Step-causal convolutions (the masked convolutions of PixelCNN, ordered by the
+    /// schedule's steps instead of the raster): the first layer at site `x` reads the states
+    /// of the sites `y` with `step(y) < step(x)`, later layers the hidden units of sites with
+    /// `step(y) <= step(x)`, so the output at `x` depends only on sites revealed before its
+    /// step and is its conditional `p(s_x | s_<step(x))`. All conditionals of a configuration
+    /// come from one pass: `log p` takes one row instead of `K`, which makes the
+    /// autoregressive schedule's gradient, Jacobian and connected configurations `K` times
+    /// cheaper. Sampling still takes one pass per step. A hidden unit of `x` sees only
+    /// earlier sites (a subset of what the masked network's unit sees), so long-range
+    /// information must flow through chains of earlier sites: it suits `autoregressive`
+    /// (site `x - 1` is always earlier) better than `rg` (coarse sites are far apart).
+    Causal,
+}
+
+impl Network {
+    pub fn parse(s: &str) -> Result<Network> {
+        match s {
+            "masked" => Ok(Network::Masked),
+            "causal" => Ok(Network::Causal),
+            other => Err(Error::Input(format!(
+                "unknown network `{other}`; expected masked or causal"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::Masked => "masked",
+            Network::Causal => "causal",
+        }
+    }
+}
+
 /// Architecture of the denoiser.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -98,6 +143,9 @@ pub struct ModelConfig {
     /// exactly normalised on the sector. `None`: every configuration.
     #[serde(default)]
     pub sz: Option<f64>,
+    /// Masked (one pass per step) or step-causal (one pass for all steps) convolutions.
+    #[serde(default)]
+    pub network: Network,
 }
 
 impl Default for ModelConfig {
@@ -108,6 +156,7 @@ impl Default for ModelConfig {
             kernel: 5,
             phase: Phase::None,
             sz: None,
+            network: Network::Masked,
         }
     }
 }
@@ -131,6 +180,24 @@ pub const EVAL_ROWS: usize = 8192;
 /// time).
 const EVAL_ELEMENTS: usize = EVAL_ROWS * 16 * 16 * 5;
 
+/// The step of a row of the causal network that computes every site's conditional at once
+/// (its input is the whole configuration; see [`Network::Causal`]).
+const ALL_STEPS: usize = usize::MAX;
+
+/// The gathers of the step-causal convolutions ([`Network::Causal`]).
+struct CausalGather {
+    /// `N x taps x c_in` 0/1 mask of the first layer's unfolded input: the one-hot and mask
+    /// channels of a neighbour `y` of `x` count when `step(y) < step(x)`, the averages
+    /// channels (which at `y` cover the sites revealed before `y`'s step) when
+    /// `step(y) <= step(x)`.
+    first: Tensor,
+    /// For every site and tap, the neighbour `y` if `step(y) <= step(x)`, else `N` (a zero row
+    /// appended to the hidden layer): the gather of the later layers.
+    hidden: Tensor,
+    /// `step(x)` of every site (`u32`): the rows of the step embedding added per site.
+    steps: Tensor,
+}
+
 /// Exact samples with what the reverse process computed while drawing them.
 #[derive(Clone, Debug)]
 pub struct Sampled {
@@ -140,6 +207,9 @@ pub struct Sampled {
     pub log_p: Vec<f64>,
     /// `B x N x d`: `log p(s_x = v | sites revealed before the step of x)`.
     pub cond: Vec<f64>,
+    /// `log q` of each sample under the distribution it was drawn from: `log p` for exact
+    /// samples, the tempered proposal's for [`MaskedDiffusion::sample_tempered`].
+    pub log_q: Vec<f64>,
 }
 
 /// The RG masked-diffusion model on one lattice with one schedule.
@@ -160,6 +230,8 @@ pub struct MaskedDiffusion {
     /// For every site, its periodic neighbours at the kernel's offsets (offsets `-r..=r`,
     /// `y` outer and `x` inner on the square): the gather that unfolds a convolution.
     neighbours: Tensor,
+    /// The step-causal gathers, for [`Network::Causal`].
+    causal: Option<CausalGather>,
 }
 
 impl MaskedDiffusion {
@@ -215,9 +287,11 @@ impl MaskedDiffusion {
                 fan_in.sqrt().recip(),
             ));
         }
-        let n_steps = schedule.n_steps() + usize::from(cfg.phase.is_learned());
+        let causal = cfg.network == Network::Causal;
+        // The masked network's phase pass (fully revealed) has its own step embedding.
+        let n_steps = schedule.n_steps() + usize::from(cfg.phase.is_learned() && !causal);
         shapes.push(("embed".into(), vec![n_steps, cfg.width], 0.5));
-        let out = d + usize::from(cfg.phase.is_learned());
+        let out = d + Self::phase_channels(&cfg, d);
         let head_shape = if dims == 1 {
             vec![out, cfg.width, 1]
         } else {
@@ -232,18 +306,24 @@ impl MaskedDiffusion {
             let len: usize = shape.iter().product();
             let mut vals: Vec<f64> = (0..len).map(|_| rng.random_range(-scale..scale)).collect();
             if cfg.phase.is_learned() && name.starts_with("head.") {
-                // The phase row (output d) starts small: theta ~ 0 (or Marshall's sign), so
+                // The phase rows (outputs d..) start small: theta ~ 0 (or Marshall's sign), so
                 // training starts from the real wavefunction plus a small random phase that
                 // breaks the symmetry theta -> -theta (at theta = 0 exactly, a real
                 // Hamiltonian's energy gradient in theta vanishes).
                 let per_row = len / out;
-                vals[d * per_row..(d + 1) * per_row]
+                vals[d * per_row..]
                     .iter_mut()
                     .for_each(|v| *v *= PHASE_INIT);
             }
             let t = Tensor::from_vec(vals, shape, device)?.to_dtype(dtype)?;
             params.push((name, Var::from_tensor(&t)?));
         }
+        let causal = match cfg.network {
+            Network::Masked => None,
+            Network::Causal => Some(Self::causal_gather(
+                lattice, &schedule, k, d, device, dtype,
+            )?),
+        };
         Ok(MaskedDiffusion {
             cfg,
             shape: lattice.shape(),
@@ -257,7 +337,101 @@ impl MaskedDiffusion {
             extent: lattice.extent(),
             n_up,
             neighbours: Self::neighbour_index(lattice, k, device)?,
+            causal,
         })
+    }
+
+    /// The masks and indices of the step-causal convolutions (see [`CausalGather`]).
+    fn causal_gather(
+        lattice: &Lattice,
+        schedule: &Schedule,
+        k: usize,
+        d: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<CausalGather> {
+        let n = lattice.n_sites();
+        let nb: Vec<u32> = Self::neighbour_index(lattice, k, device)?.to_vec1()?;
+        let taps = nb.len() / n;
+        let sos = schedule.step_of_site();
+        let c = 2 * (d + 1);
+        let mut first = vec![0f32; n * taps * c];
+        let mut hidden = vec![0u32; n * taps];
+        for x in 0..n {
+            for t in 0..taps {
+                let y = nb[x * taps + t] as usize;
+                hidden[x * taps + t] = if sos[y] <= sos[x] { y as u32 } else { n as u32 };
+                for ch in 0..c {
+                    let seen = if ch <= d {
+                        sos[y] < sos[x]
+                    } else {
+                        sos[y] <= sos[x]
+                    };
+                    first[(x * taps + t) * c + ch] = f32::from(u8::from(seen));
+                }
+            }
+        }
+        let steps: Vec<u32> = sos.iter().map(|&k| k as u32).collect();
+        Ok(CausalGather {
+            first: Tensor::from_vec(first, (n, taps * c), device)?.to_dtype(dtype)?,
+            hidden: Tensor::from_vec(hidden, n * taps, device)?,
+            steps: Tensor::from_vec(steps, n, device)?,
+        })
+    }
+
+    /// Output channels of the phase head: none without a learned phase; one for the masked
+    /// network (`theta = sum_x g_x` on the fully revealed lattice); `d` for the causal one,
+    /// whose phase is a sum of conditional phases `theta = sum_x phi_x(s_x | s_<step(x))`
+    /// read from the same pass as the conditionals (any function of `s` is such a sum, so
+    /// nothing is lost, and a configuration's `log psi` takes one row).
+    fn phase_channels(cfg: &ModelConfig, d: usize) -> usize {
+        match (cfg.phase.is_learned(), cfg.network) {
+            (false, _) => 0,
+            (true, Network::Masked) => 1,
+            (true, Network::Causal) => d,
+        }
+    }
+
+    /// Per row, the learned phase from the network output of a phase pass (masked) or of a
+    /// causal pass (the conditional phases of the actual states, summed): shape `rows`.
+    fn phase_terms(&self, out: &Tensor, s: &[u8]) -> Result<Tensor> {
+        let (n, d) = (self.n, self.d);
+        if self.causal.is_none() {
+            return Ok(out.narrow(2, d, 1)?.sum((1, 2))?);
+        }
+        let rows = s.len() / n;
+        let mut onehot = vec![0f32; rows * n * d];
+        for (i, &v) in s.iter().enumerate() {
+            onehot[i * d + v as usize] = 1.0;
+        }
+        let onehot = Tensor::from_vec(onehot, (rows, n, d), &self.device)?.to_dtype(self.dtype)?;
+        Ok((out.narrow(2, d, d)? * onehot)?.sum((1, 2))?)
+    }
+
+    /// The steps of the rows of a phase pass over `rows` configurations: fully revealed for
+    /// the masked network, causal rows for the causal one.
+    fn phase_rows(&self, rows: usize) -> Vec<usize> {
+        match self.cfg.network {
+            Network::Causal => vec![ALL_STEPS; rows],
+            Network::Masked => vec![self.schedule.n_steps(); rows],
+        }
+    }
+
+    /// Rows of network input per configuration for `log p`: one for the causal network,
+    /// one per step for the masked one.
+    fn rows_per_sample(&self) -> usize {
+        match self.cfg.network {
+            Network::Causal => 1,
+            Network::Masked => self.schedule.n_steps(),
+        }
+    }
+
+    /// The step of every row of a pass that gives the conditionals of step `k`.
+    fn step_rows(&self, k: usize, rows: usize) -> Vec<usize> {
+        match self.cfg.network {
+            Network::Causal => vec![ALL_STEPS; rows],
+            Network::Masked => vec![k; rows],
+        }
     }
 
     /// Up spins `N/2 + S^z` of a sector, checked: spin 1/2, `S^z` an integer or half-integer
@@ -296,10 +470,29 @@ impl MaskedDiffusion {
         let order = self.schedule.steps();
         let mut mask = vec![0f32; steps.len() * n * 2];
         for (r, &k) in steps.iter().enumerate() {
+            let row = &s[r * n..(r + 1) * n];
+            if k == ALL_STEPS {
+                // Every site's conditional: the counts of the sites revealed before it.
+                let (mut ups, mut downs) = (0, 0);
+                for step in order {
+                    let x = step[0];
+                    if ups >= n_up {
+                        mask[(r * n + x) * 2] = FORBIDDEN;
+                    }
+                    if downs >= n - n_up {
+                        mask[(r * n + x) * 2 + 1] = FORBIDDEN;
+                    }
+                    if row[x] == 0 {
+                        ups += 1;
+                    } else {
+                        downs += 1;
+                    }
+                }
+                continue;
+            }
             if k >= order.len() {
                 continue;
             }
-            let row = &s[r * n..(r + 1) * n];
             let (mut ups, mut downs) = (0, 0);
             for y in 0..n {
                 if sos[y] < k {
@@ -425,7 +618,9 @@ impl MaskedDiffusion {
     /// same at every site). The averages are the only global information the network gets
     /// (its convolutions see a finite neighbourhood): the magnetisation revealed so far, which
     /// a conditional needs to steer towards an `S^z` sector or an ordered state. A step equal
-    /// to `n_steps` reveals every site (the phase head's input).
+    /// to `n_steps` reveals every site (the phase head's input). A step [`ALL_STEPS`] is a row
+    /// of the causal network: every site's state, and at each site the averages over the
+    /// sites revealed before its step.
     fn encode(&self, s: &[u8], steps: &[usize]) -> Result<Tensor> {
         let (n, d) = (self.n, self.d);
         let c = 2 * (d + 1);
@@ -435,6 +630,26 @@ impl MaskedDiffusion {
         let mut mean = vec![0f32; d + 1];
         for (b, &k) in steps.iter().enumerate() {
             let row = &s[b * n..(b + 1) * n];
+            if k == ALL_STEPS {
+                // Causal row: every site's state, and at each site the averages over the
+                // sites revealed before its step.
+                mean.iter_mut().for_each(|v| *v = 0.0);
+                for step in self.schedule.steps() {
+                    for &site in step {
+                        let base = (b * n + site) * c;
+                        x[base + row[site] as usize] = 1.0;
+                        x[base + d] = 1.0;
+                        for (j, m) in mean.iter().enumerate() {
+                            x[base + d + 1 + j] = m / n as f32;
+                        }
+                    }
+                    for &site in step {
+                        mean[row[site] as usize] += 1.0;
+                        mean[d] += 1.0;
+                    }
+                }
+                continue;
+            }
             mean.iter_mut().for_each(|v| *v = 0.0);
             for site in 0..n {
                 if sos[site] < k {
@@ -461,19 +676,21 @@ impl MaskedDiffusion {
     /// one matrix product `(m N) x (k c)` by `(k c) x o`. candle 0.11's `conv1d` returns wrong
     /// kernel gradients (checked against finite differences), so the convolution is built
     /// from ops whose gradients are exact; it is also a single large GEMM.
-    fn conv(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    fn conv(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        layer: usize,
+        causal: bool,
+    ) -> Result<Tensor> {
         let m = x.dim(0)?;
         let c = x.dim(2)?;
         let o = w.dim(0)?;
         let k = w.dim(2)?;
         let n = self.n;
         let taps = if self.shape == Shape::Chain { k } else { k * k };
-        let cols = if k == 1 {
-            x.clone()
-        } else {
-            x.index_select(&self.neighbours, 1)?
-                .reshape((m, n, taps * c))?
-        };
+        let cols = self.unfold(x, k, layer, causal)?;
         let w2 = match self.shape {
             Shape::Chain => w.permute((2, 1, 0))?,
             Shape::Square => w.permute((2, 3, 1, 0))?,
@@ -485,6 +702,39 @@ impl MaskedDiffusion {
             .matmul(&w2)?
             .reshape((m, n, o))?;
         Ok(y.broadcast_add(&b.unsqueeze(0)?.unsqueeze(0)?)?)
+    }
+
+    /// The unfolded input (`m x N x taps c`) of a convolution with kernel `k` at layer
+    /// `layer` (0 is the first): every site's periodic neighbours, restricted to earlier steps
+    /// for the causal network (see [`CausalGather`]); `x` itself for a pointwise layer.
+    fn unfold(&self, x: &Tensor, k: usize, layer: usize, causal: bool) -> Result<Tensor> {
+        let (m, n, c) = x.dims3()?;
+        let taps = if self.shape == Shape::Chain { k } else { k * k };
+        let gather = self.causal.as_ref().filter(|_| causal);
+        match gather {
+            _ if k == 1 && (gather.is_none() || layer > 0) => Ok(x.clone()),
+            Some(g) if layer == 0 => Ok(x
+                .index_select(&self.neighbours, 1)?
+                .reshape((m, n, taps * c))?
+                .broadcast_mul(&g.first.unsqueeze(0)?)?),
+            Some(g) => {
+                let zero = Tensor::zeros((m, 1, c), x.dtype(), x.device())?;
+                Ok(Tensor::cat(&[x, &zero], 1)?
+                    .index_select(&g.hidden, 1)?
+                    .reshape((m, n, taps * c))?)
+            }
+            None => Ok(x
+                .index_select(&self.neighbours, 1)?
+                .reshape((m, n, taps * c))?),
+        }
+    }
+
+    /// Whether a pass over rows at these steps is a causal pass (every row [`ALL_STEPS`]);
+    /// rows of one pass are all causal or none.
+    fn is_causal_pass(&self, steps: &[usize]) -> bool {
+        let causal = steps.first() == Some(&ALL_STEPS);
+        debug_assert!(steps.iter().all(|&k| (k == ALL_STEPS) == causal));
+        causal && self.causal.is_some()
     }
 
     /// Network output (`m x N x out`) for encoded inputs at the given steps.
@@ -502,9 +752,19 @@ impl MaskedDiffusion {
         steps: &[usize],
         mut probes: Option<(&[Var], &mut Vec<Tensor>)>,
     ) -> Result<Tensor> {
-        let ids: Vec<u32> = steps.iter().map(|&k| k as u32).collect();
-        let ids = Tensor::from_vec(ids, steps.len(), &self.device)?;
-        let emb = self.param("embed").index_select(&ids, 0)?.unsqueeze(1)?;
+        let causal = self.is_causal_pass(steps);
+        let emb = match &self.causal {
+            // Causal: each site gets the embedding of its own step.
+            Some(g) if causal => self
+                .param("embed")
+                .index_select(&g.steps, 0)?
+                .unsqueeze(0)?,
+            _ => {
+                let ids: Vec<u32> = steps.iter().map(|&k| k as u32).collect();
+                let ids = Tensor::from_vec(ids, steps.len(), &self.device)?;
+                self.param("embed").index_select(&ids, 0)?.unsqueeze(1)?
+            }
+        };
         let mut h = input.clone();
         for l in 0..=self.cfg.depth {
             let (w, b) = if l < self.cfg.depth {
@@ -515,7 +775,7 @@ impl MaskedDiffusion {
             } else {
                 (self.param("head.weight"), self.param("head.bias"))
             };
-            let mut z = self.conv(&h, w, b)?;
+            let mut z = self.conv(&h, w, b, l, causal)?;
             if l == 0 {
                 z = z.broadcast_add(&emb)?;
             }
@@ -563,7 +823,7 @@ impl MaskedDiffusion {
         let rows = steps.len();
         let b = rows / per;
         let input = self.encode(s, steps)?;
-        let out_dim = self.d + usize::from(self.cfg.phase.is_learned());
+        let out_dim = self.d + Self::phase_channels(&self.cfg, self.d);
         let mut vars = Vec::with_capacity(self.cfg.depth + 1);
         for l in 0..=self.cfg.depth {
             let o = if l < self.cfg.depth {
@@ -576,6 +836,7 @@ impl MaskedDiffusion {
         let mut inputs = Vec::new();
         let out = self.forward_probed(&input, steps, Some((&vars, &mut inputs)))?;
         let grads = f(&out)?.sum_all()?.backward()?;
+        let causal = self.is_causal_pass(steps);
         let mut blocks: HashMap<String, Tensor> = HashMap::new();
         let taps_of = |k: usize| if self.shape == Shape::Chain { k } else { k * k };
         for l in 0..=self.cfg.depth {
@@ -592,12 +853,9 @@ impl MaskedDiffusion {
                 None => Tensor::zeros((b, per * n, o), self.dtype, &self.device)?,
             };
             let h = &inputs[l];
-            let cols = if k == 1 {
-                h.clone()
-            } else {
-                h.index_select(&self.neighbours, 1)?
-            }
-            .reshape((b, per * n, taps * c))?;
+            let cols = self
+                .unfold(h, k, l, causal)?
+                .reshape((b, per * n, taps * c))?;
             let gw = cols.transpose(1, 2)?.contiguous()?.matmul(&delta)?; // b x (taps c) x o
             let gw = match self.shape {
                 Shape::Chain => gw.reshape((b, k, c, o))?.permute((0, 3, 2, 1))?,
@@ -607,11 +865,17 @@ impl MaskedDiffusion {
             blocks.insert(format!("{name}.bias"), delta.sum(1)?);
             if l == 0 {
                 let e = self.param("embed");
-                let per_step = delta.reshape((b, per, n, o))?.sum(2)?; // b x per x o
-                let ids: Vec<u32> = steps[..per].iter().map(|&k| k as u32).collect();
-                let ids = Tensor::from_vec(ids, per, &self.device)?;
-                let ge = Tensor::zeros((b, e.dim(0)?, o), self.dtype, &self.device)?
-                    .index_add(&ids, &per_step, 1)?;
+                let zeros = Tensor::zeros((b, e.dim(0)?, o), self.dtype, &self.device)?;
+                let ge = match &self.causal {
+                    // Causal rows (one per sample): each site's signal goes to its step's row.
+                    Some(g) if causal => zeros.index_add(&g.steps, &delta, 1)?,
+                    _ => {
+                        let per_step = delta.reshape((b, per, n, o))?.sum(2)?; // b x per x o
+                        let ids: Vec<u32> = steps[..per].iter().map(|&k| k as u32).collect();
+                        let ids = Tensor::from_vec(ids, per, &self.device)?;
+                        zeros.index_add(&ids, &per_step, 1)?
+                    }
+                };
                 blocks.insert("embed".into(), ge.reshape((b, ()))?);
             }
         }
@@ -626,7 +890,7 @@ impl MaskedDiffusion {
     /// Per-sample gradients of `log p(s_b)` (a `B x n_params` tensor), see
     /// [`MaskedDiffusion::per_sample_grads`].
     pub fn log_prob_jacobian(&self, s: &[u8]) -> Result<Tensor> {
-        let k = self.schedule.n_steps();
+        let k = self.rows_per_sample();
         let mut blocks = Vec::new();
         for chunk in s.chunks(self.samples_per_pass() * self.n) {
             let (steps, reps) = self.teacher_forcing_rows(chunk);
@@ -641,7 +905,7 @@ impl MaskedDiffusion {
     /// rows: gradient passes are split into such blocks so that memory stays bounded
     /// whatever the batch and the number of steps.
     pub fn samples_per_pass(&self) -> usize {
-        (self.eval_rows() / self.schedule.n_steps().max(1)).max(1)
+        (self.eval_rows() / self.rows_per_sample().max(1)).max(1)
     }
 
     /// Configurations per network call: [`EVAL_ROWS`], or fewer on large lattices and wide
@@ -659,21 +923,23 @@ impl MaskedDiffusion {
         if !self.cfg.phase.is_learned() {
             return Ok(None);
         }
-        let d = self.d;
         let mut blocks = Vec::new();
         for chunk in s.chunks(self.eval_rows() * self.n) {
-            let steps = vec![self.schedule.n_steps(); chunk.len() / self.n];
-            blocks.push(self.per_sample_grads(chunk, &steps, 1, |out| {
-                Ok(out.narrow(2, d, 1)?.sum((1, 2))?)
-            })?);
+            let steps = self.phase_rows(chunk.len() / self.n);
+            blocks
+                .push(self.per_sample_grads(chunk, &steps, 1, |out| self.phase_terms(out, chunk))?);
         }
         Ok(Some(Tensor::cat(&blocks, 0)?))
     }
 
     /// Every sample repeated once per step, with the step of each row (teacher forcing).
+    /// For the causal network, one row per sample ([`ALL_STEPS`]).
     fn teacher_forcing_rows(&self, s: &[u8]) -> (Vec<usize>, Vec<u8>) {
         let n = self.n;
         let b = s.len() / n;
+        if self.causal.is_some() {
+            return (vec![ALL_STEPS; b], s.to_vec());
+        }
         let k = self.schedule.n_steps();
         let steps: Vec<usize> = (0..b).flat_map(|_| 0..k).collect();
         let reps: Vec<u8> = (0..b)
@@ -705,7 +971,7 @@ impl MaskedDiffusion {
         for (row, &step) in steps.iter().enumerate() {
             let cfg = &s[row * n..(row + 1) * n];
             for site in 0..n {
-                if sos[site] == step {
+                if sos[site] == step || step == ALL_STEPS {
                     target[(row * n + site) * d + cfg[site] as usize] = 1.0;
                 }
             }
@@ -718,7 +984,7 @@ impl MaskedDiffusion {
     /// tensor of shape `B`.
     pub fn log_prob(&self, s: &[u8]) -> Result<Tensor> {
         let b = s.len() / self.n;
-        let k = self.schedule.n_steps();
+        let k = self.rows_per_sample();
         let (steps, reps) = self.teacher_forcing_rows(s);
         Ok(self.step_terms(&reps, &steps)?.reshape((b, k))?.sum(1)?)
     }
@@ -735,13 +1001,18 @@ impl MaskedDiffusion {
     /// steps after `k0` are evaluated (in batches of [`Self::eval_rows`] rows). For the RG schedule
     /// half of the sites are revealed at the last step, so a single spin flip costs on average
     /// about one step instead of `log2 N`; for the autoregressive schedule, half of `N`. The
-    /// learned phase, a function of the whole configuration, takes one pass per `s'`.
+    /// causal network evaluates `log psi(s')` in one row instead (`log_psi_causal`).
+    /// The masked network's learned phase, a function of the whole configuration, takes one
+    /// pass per `s'`.
     pub fn log_psi_connected(
         &self,
         sampled: &Sampled,
         conn: &[u8],
         parent: &[usize],
     ) -> Result<Vec<num_complex::Complex64>> {
+        if self.causal.is_some() {
+            return self.log_psi_causal(conn);
+        }
         let (n, d) = (self.n, self.d);
         let kk = self.schedule.n_steps();
         let sos = self.schedule.step_of_site();
@@ -807,10 +1078,9 @@ impl MaskedDiffusion {
         if !self.cfg.phase.is_learned() {
             return Ok(None);
         }
-        let b = s.len() / self.n;
-        let steps = vec![self.schedule.n_steps(); b];
+        let steps = self.phase_rows(s.len() / self.n);
         let out = self.forward(&self.encode(s, &steps)?, &steps)?;
-        Ok(Some(out.narrow(2, self.d, 1)?.sum((1, 2))?))
+        Ok(Some(self.phase_terms(&out, s)?))
     }
 
     /// The fixed part of the phase of one configuration: Marshall's `pi * #down on A` when
@@ -827,8 +1097,37 @@ impl MaskedDiffusion {
         std::f64::consts::PI * (downs % 2) as f64
     }
 
+    /// `log psi` of a batch through the causal network: one pass (in blocks of
+    /// [`Self::eval_rows`] rows) gives `log p` and the conditional phases together.
+    fn log_psi_causal(&self, s: &[u8]) -> Result<Vec<num_complex::Complex64>> {
+        let n = self.n;
+        let mut out = Vec::with_capacity(s.len() / n);
+        for c in s.chunks(self.eval_rows() * n) {
+            let steps = vec![ALL_STEPS; c.len() / n];
+            let net = self.forward(&self.encode(c, &steps)?, &steps)?;
+            let lp: Vec<f64> = self
+                .select_terms(&net, c, &steps)?
+                .to_dtype(DType::F64)?
+                .to_vec1()?;
+            let learned: Option<Vec<f64>> = if self.cfg.phase.is_learned() {
+                Some(self.phase_terms(&net, c)?.to_dtype(DType::F64)?.to_vec1()?)
+            } else {
+                None
+            };
+            out.extend(lp.iter().enumerate().map(|(i, &l)| {
+                let th = self.fixed_phase(&c[i * n..(i + 1) * n])
+                    + learned.as_ref().map_or(0.0, |v| v[i]);
+                num_complex::Complex64::new(0.5 * l, th)
+            }));
+        }
+        Ok(out)
+    }
+
     /// `log psi(s) = log p(s) / 2 + i theta(s)` on the host, for a batch.
     pub fn log_psi(&self, s: &[u8]) -> Result<Vec<num_complex::Complex64>> {
+        if self.causal.is_some() {
+            return self.log_psi_causal(s);
+        }
         let lp: Vec<f64> = self.log_prob(s)?.to_dtype(DType::F64)?.to_vec1()?;
         self.log_psi_with(s, &lp)
     }
@@ -862,12 +1161,27 @@ impl MaskedDiffusion {
     /// [`MaskedDiffusion::sample`], also keeping every site's conditional distribution
     /// (given the sites revealed before its step), for [`MaskedDiffusion::log_psi_connected`].
     pub fn sample_with_conditionals(&self, b: usize, rng: &mut impl Rng) -> Result<Sampled> {
+        self.sample_tempered(b, 1.0, rng)
+    }
+
+    /// Samples of the tempered proposal `q(s) = prod_x q(s_x | s_<step(x))` whose every
+    /// conditional is the model's raised to the power `beta` and renormalised,
+    /// `q(v | .) = p(v | .)^beta / sum_u p(u | .)^beta`: exactly normalised and sampled by the
+    /// same reverse process, broader than `p` for `beta < 1`, so that configurations `p`
+    /// rarely draws are drawn often enough to be learned; estimates under `p` then take the
+    /// importance weights `p(s) / q(s)` (`log_p - log_q`). The conditionals recorded are `p`'s.
+    /// `beta = 1` draws exact samples of `p` (the same draws as before tempering existed).
+    pub fn sample_tempered(&self, b: usize, beta: f64, rng: &mut impl Rng) -> Result<Sampled> {
         let (n, d) = (self.n, self.d);
         let mut s = vec![0u8; b * n];
         let mut logp = vec![0f64; b];
+        let mut logq = vec![0f64; b];
         let mut cond = vec![0f64; b * n * d];
+        let mut lq = vec![0f64; d];
         for (k, sites) in self.schedule.steps().iter().enumerate() {
-            let steps = vec![k; b];
+            // The causal network's output at the sites of step k is their conditional
+            // whatever the (not yet drawn, zero) states of later sites.
+            let steps = self.step_rows(k, b);
             let out = self.forward(&self.encode(&s, &steps)?, &steps)?;
             let lsm = candle_nn::ops::log_softmax(&self.logits(&out, &s, &steps)?, 2)?;
             let lsm: Vec<f64> = lsm.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
@@ -875,22 +1189,43 @@ impl MaskedDiffusion {
                 for &x in sites {
                     let at = (i * n + x) * d;
                     cond[at..at + d].copy_from_slice(&lsm[at..at + d]);
+                    let lsm = if beta == 1.0 {
+                        &lsm[at..at + d]
+                    } else {
+                        // log q = beta log p - log sum_u p(u)^beta (max-shifted).
+                        let max = lsm[at..at + d].iter().fold(f64::MIN, |a, &v| a.max(v));
+                        let z = lsm[at..at + d]
+                            .iter()
+                            .map(|&v| (beta * (v - max)).exp())
+                            .sum::<f64>()
+                            .ln();
+                        for (q, &v) in lq.iter_mut().zip(&lsm[at..at + d]) {
+                            // Forbidden values stay forbidden.
+                            *q = if v > f64::from(FORBIDDEN) / 2.0 {
+                                beta * (v - max) - z
+                            } else {
+                                v
+                            };
+                        }
+                        &lq[..]
+                    };
                     let u: f64 = rng.random();
                     let mut acc = 0.0;
                     // If rounding leaves u above the total, the last allowed value.
                     let mut v = (0..d)
                         .rev()
-                        .find(|&c| lsm[at + c] > f64::from(FORBIDDEN) / 2.0)
+                        .find(|&c| lsm[c] > f64::from(FORBIDDEN) / 2.0)
                         .unwrap_or(d - 1);
-                    for c in 0..d {
-                        acc += lsm[at + c].exp();
+                    for (c, &l) in lsm.iter().enumerate() {
+                        acc += l.exp();
                         if u < acc {
                             v = c;
                             break;
                         }
                     }
                     s[i * n + x] = v as u8;
-                    logp[i] += lsm[at + v];
+                    logp[i] += cond[at + v];
+                    logq[i] += lsm[v];
                 }
             }
         }
@@ -898,6 +1233,7 @@ impl MaskedDiffusion {
             configs: s,
             log_p: logp,
             cond,
+            log_q: logq,
         })
     }
 

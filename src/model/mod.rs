@@ -15,5 +15,5 @@ pub mod masked;
 pub mod params;
 pub mod score;
 
-pub use masked::{MaskedDiffusion, ModelConfig, Phase, Sampled};
+pub use masked::{MaskedDiffusion, ModelConfig, Network, Phase, Sampled};
 pub use score::{ScoreConfig, ScoreNet};

@@ -21,6 +21,12 @@
 //! of earlier batches that one batch of `B` samples (fewer than parameters) cannot hold, which
 //! lowers the noise floor of the energy at a given learning rate.
 //!
+//! Tempered training samples (`temper = beta < 1`): the samples come from the proposal `q`
+//! whose conditionals are `p`'s to the power `beta`, renormalised
+//! ([`MaskedDiffusion::sample_tempered`]), and every estimate takes the self-normalised
+//! importance weights `w = p / q` (mean 1): `E = mean(w E_loc)`, the surrogate weights `wa`,
+//! `wp` times `w`, and minSR rows `sqrt(w_b) (O_b - mean_w O)`, `ebar_b = sqrt(w_b) e_b`.
+//!
 //! **Data parallel** ([`crate::parallel`]): the batch is split into `chunks` chunks, each
 //! drawn from its own generator; a rank samples, measures and differentiates its chunks; all
 //! ranks gather the per-sample local energies and `log p`, the per-chunk gradients (Adam) or
@@ -50,6 +56,10 @@ pub const CHECKSUM_EVERY: usize = 10;
 
 fn one() -> usize {
     1
+}
+
+fn one_f64() -> f64 {
+    1.0
 }
 
 /// The optimiser.
@@ -85,6 +95,11 @@ pub struct VmcConfig {
     /// Momentum `mu` of the SR update (SPRING; 0: plain minSR).
     #[serde(default)]
     pub momentum: f64,
+    /// Exponent `beta` of the tempered proposal the training samples are drawn from
+    /// ([`MaskedDiffusion::sample_tempered`]; 1: exact samples of `p`). Below 1 every estimate
+    /// of an iteration takes the importance weights `p / q`.
+    #[serde(default = "one_f64")]
+    pub temper: f64,
 }
 
 impl Default for VmcConfig {
@@ -100,6 +115,7 @@ impl Default for VmcConfig {
             seed: 1,
             chunks: 1,
             momentum: 0.0,
+            temper: 1.0,
         }
     }
 }
@@ -127,6 +143,45 @@ pub struct IterationStats {
     /// The part of `comm_seconds` spent waiting for the slowest rank.
     #[serde(default)]
     pub wait_seconds: f64,
+    /// Effective sample size of the importance weights, `(sum w)^2 / sum w^2` (the batch size
+    /// for exact samples).
+    #[serde(default)]
+    pub ess: f64,
+}
+
+/// Importance weights `w_b = p(s_b) / q(s_b)` from `log p - log q`, normalised to mean 1 (the
+/// self-normalised estimator: `E_p[f] ~ mean_b(w_b f_b)`), and their effective sample size
+/// `(sum w)^2 / sum w^2`.
+pub fn importance_weights(log_w: &[f64]) -> (Vec<f64>, f64) {
+    let max = log_w.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v));
+    let raw: Vec<f64> = log_w.iter().map(|&l| (l - max).exp()).collect();
+    let mean = raw.iter().sum::<f64>() / raw.len() as f64;
+    let w: Vec<f64> = raw.iter().map(|v| v / mean).collect();
+    let ess = w.len() as f64 / (w.iter().map(|v| v * v).sum::<f64>() / w.len() as f64);
+    (w, ess)
+}
+
+/// [`energy_stats`] of importance-weighted samples (weights of mean 1): `E = mean(w e)`, the
+/// variance of `E_loc` under `p`, `mean(w |e - E|^2)`, and the delta-method error of the
+/// self-normalised mean, `sqrt(sum w^2 |e - E|^2) / B`.
+pub fn weighted_energy_stats(
+    eloc: &[Complex64],
+    w: &[f64],
+    n_sites: usize,
+) -> (f64, f64, f64, f64, f64) {
+    let b = eloc.len() as f64;
+    let mean = eloc.iter().zip(w).map(|(e, w)| e * w).sum::<Complex64>() / b;
+    let dev = |(e, w): (&Complex64, &f64)| (e - mean).norm_sqr() * w;
+    let var = eloc.iter().zip(w).map(dev).sum::<f64>() / b;
+    let error = eloc
+        .iter()
+        .zip(w)
+        .map(|(e, w)| (e - mean).norm_sqr() * w * w)
+        .sum::<f64>()
+        .sqrt()
+        / b;
+    let v_score = n_sites as f64 * var / (mean.re * mean.re).max(1e-300);
+    (mean.re, mean.im, error, var, v_score)
 }
 
 /// Energy statistics of a batch of local energies (independent samples).
@@ -195,6 +250,19 @@ pub fn reduce_chunk_grads(
         offset += len;
     }
     Ok(grads)
+}
+
+/// Samples drawn for one iteration with what was measured on them.
+#[derive(Clone, Debug)]
+pub struct Drawn {
+    /// `B x N` local states, row-major (this rank's chunks only, in [`Vmc::sample_batch`]).
+    pub configs: Vec<u8>,
+    /// `log p` of every sample.
+    pub log_p: Vec<f64>,
+    /// `log q` of every sample under the distribution it was drawn from (`log p` when exact).
+    pub log_q: Vec<f64>,
+    /// Local energy of every sample.
+    pub eloc: Vec<Complex64>,
 }
 
 /// A VMC optimisation of one model against one Hamiltonian.
@@ -286,17 +354,15 @@ impl<'a> Vmc<'a> {
         b: usize,
         iter: usize,
     ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
-        self.energies_from(b, &mut Self::rng_for(self.cfg.seed, iter))
+        let d = self.energies_from(b, &mut Self::rng_for(self.cfg.seed, iter), 1.0)?;
+        Ok((d.configs, d.log_p, d.eloc))
     }
 
-    /// `b` exact samples drawn with `rng`, their `log p` and local energies (the connected
-    /// configurations' `log psi` reusing the samples' recorded conditionals).
-    fn energies_from(
-        &self,
-        b: usize,
-        rng: &mut Xoshiro256PlusPlus,
-    ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
-        let sampled = self.model.sample_with_conditionals(b, rng)?;
+    /// `b` samples of the proposal tempered by `beta` (exact for 1) drawn with `rng`, their
+    /// `log p`, `log q` and local energies (the connected configurations' `log psi` reusing
+    /// the samples' recorded conditionals).
+    fn energies_from(&self, b: usize, rng: &mut Xoshiro256PlusPlus, beta: f64) -> Result<Drawn> {
+        let sampled = self.model.sample_tempered(b, beta, rng)?;
         let lpsi = self.model.log_psi_with(&sampled.configs, &sampled.log_p)?;
         let model = &self.model;
         let eloc = local_energies(
@@ -306,18 +372,18 @@ impl<'a> Vmc<'a> {
             &lpsi,
             &|c, parents| model.log_psi_connected(&sampled, c, parents),
         )?;
-        Ok((sampled.configs, sampled.log_p, eloc))
+        Ok(Drawn {
+            configs: sampled.configs,
+            log_p: sampled.log_p,
+            log_q: sampled.log_q,
+            eloc,
+        })
     }
 
     /// Samples, `log p` and local energies of chunk `c` of `chunks` of iteration `iter`.
-    fn chunk_energies(
-        &self,
-        chunks: &Chunks,
-        c: usize,
-        iter: usize,
-    ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
+    fn chunk_energies(&self, chunks: &Chunks, c: usize, iter: usize, beta: f64) -> Result<Drawn> {
         let b = chunks.range(c).len();
-        self.energies_from(b, &mut chunk_rng(self.cfg.seed, iter, c))
+        self.energies_from(b, &mut chunk_rng(self.cfg.seed, iter, c), beta)
     }
 
     /// Draws `b` samples of iteration `iter` in the run's chunks, shared among the ranks:
@@ -328,24 +394,37 @@ impl<'a> Vmc<'a> {
         b: usize,
         iter: usize,
     ) -> Result<(Vec<u8>, Vec<f64>, Vec<Complex64>)> {
+        let d = self.sample_batch(b, iter, 1.0)?;
+        Ok((d.configs, d.log_p, d.eloc))
+    }
+
+    /// [`Vmc::sample_energies_parallel`] from the proposal tempered by `beta`: also every
+    /// sample's `log q`.
+    pub fn sample_batch(&self, b: usize, iter: usize, beta: f64) -> Result<Drawn> {
         let comm = self.comm.as_ref();
         let chunks = Chunks::new(b, self.cfg.chunks, comm.size(), "--chunks")?;
         let mut s = Vec::new();
         let mut local = Vec::new();
         for c in chunks.of_rank(comm.rank(), comm.size()) {
-            let (sc, lp, el) = self.chunk_energies(&chunks, c, iter)?;
-            s.extend(sc);
-            for (l, e) in lp.iter().zip(&el) {
-                local.extend([*l, e.re, e.im]);
+            let d = self.chunk_energies(&chunks, c, iter, beta)?;
+            s.extend(d.configs);
+            for ((l, q), e) in d.log_p.iter().zip(&d.log_q).zip(&d.eloc) {
+                local.extend([*l, *q, e.re, e.im]);
             }
         }
         let all = parallel::gather_chunks(comm, local);
-        let logp = all.chunks_exact(3).map(|v| v[0]).collect();
+        let logp = all.chunks_exact(4).map(|v| v[0]).collect();
+        let logq = all.chunks_exact(4).map(|v| v[1]).collect();
         let eloc = all
-            .chunks_exact(3)
-            .map(|v| Complex64::new(v[1], v[2]))
+            .chunks_exact(4)
+            .map(|v| Complex64::new(v[2], v[3]))
             .collect();
-        Ok((s, logp, eloc))
+        Ok(Drawn {
+            configs: s,
+            log_p: logp,
+            log_q: logq,
+            eloc,
+        })
     }
 
     /// One iteration: sample, measure, update. Refuses to update on a non-finite energy.
@@ -356,30 +435,50 @@ impl<'a> Vmc<'a> {
         let t = self.iter;
         let b = self.cfg.samples;
         let n = self.model.n_sites();
-        let (s, logp, eloc) = self.sample_energies_parallel(b, t)?;
+        let beta = self.cfg.temper;
+        let Drawn {
+            configs: s,
+            log_p: logp,
+            log_q: logq,
+            eloc,
+        } = self.sample_batch(b, t, beta)?;
         let mine = Chunks::new(b, self.cfg.chunks, self.comm.size(), "--chunks")?
             .items_of_rank(self.comm.rank(), self.comm.size());
-        let (energy, energy_imag, error, variance, v_score) = energy_stats(&eloc, n);
+        // Importance weights p / q of tempered samples (None for exact samples).
+        let weights = (beta != 1.0).then(|| {
+            let lw: Vec<f64> = logp.iter().zip(&logq).map(|(p, q)| p - q).collect();
+            importance_weights(&lw)
+        });
+        let (energy, energy_imag, error, variance, v_score) = match &weights {
+            Some((w, _)) => weighted_energy_stats(&eloc, w, n),
+            None => energy_stats(&eloc, n),
+        };
+        let ess = weights.as_ref().map_or(b as f64, |(_, e)| *e);
+        let w: Vec<f64> = weights.map_or_else(|| vec![1.0; b], |(w, _)| w);
         if !energy.is_finite() || !variance.is_finite() {
             return Err(Error::Diverged(format!(
                 "the energy diverged (E = {energy}, variance = {variance}) at iteration {t}"
             )));
         }
-        let entropy = -logp.iter().sum::<f64>() / b as f64;
+        let entropy = -logp.iter().zip(&w).map(|(l, w)| l * w).sum::<f64>() / b as f64;
         let temp = self.temperature_at(t);
         let mean_lp = -entropy;
-        // Weights of log p (real part) and theta (imaginary part) in the surrogate.
+        // Weights of log p (real part) and theta (imaginary part) in the surrogate, times the
+        // importance weights: E_p[f] = E_q[w f].
         let wa: Vec<f64> = (0..b)
-            .map(|i| (eloc[i].re - energy) + temp * (logp[i] - mean_lp))
+            .map(|i| w[i] * ((eloc[i].re - energy) + temp * (logp[i] - mean_lp)))
             .collect();
-        let wp: Vec<f64> = (0..b).map(|i| eloc[i].im - energy_imag).collect();
+        let wp: Vec<f64> = (0..b).map(|i| w[i] * (eloc[i].im - energy_imag)).collect();
         let lr = self.lr_at(t);
         match self.cfg.optimizer {
             Optimizer::Adam => {
                 let grads = self.parallel_gradient(&s, &wa, &wp, mine.start)?;
                 self.adam.step(self.model.params(), &grads, lr)?;
             }
-            Optimizer::Sr => self.sr_update(&s, &wa, &wp, mine.start, lr)?,
+            Optimizer::Sr => {
+                let w = (beta != 1.0).then_some(&w[..]);
+                self.sr_update(&s, &wa, &wp, mine.start, lr, w)?
+            }
         }
         self.iter += 1;
         if self.comm.size() > 1 && self.iter.is_multiple_of(CHECKSUM_EVERY) {
@@ -400,6 +499,7 @@ impl<'a> Vmc<'a> {
             samples_per_second: b as f64 / seconds,
             comm_seconds: self.comm.comm_seconds() - comm0,
             wait_seconds: self.comm.wait_seconds() - wait0,
+            ess,
         })
     }
 
@@ -518,15 +618,41 @@ impl<'a> Vmc<'a> {
     /// With several ranks each computes the Jacobian rows of its chunks (its samples `s`
     /// start at sample `first`), the rows of all chunks are gathered in chunk order, and every
     /// rank solves the same system.
-    fn sr_update(&mut self, s: &[u8], wa: &[f64], wp: &[f64], first: usize, lr: f64) -> Result<()> {
+    ///
+    /// With importance weights `w` (mean 1; tempered samples) the rows are
+    /// `sqrt(w_b) (O_b - sum_b w_b O_b / B) / sqrt(B)` and `ebar_b = sqrt(w_b) e_b / sqrt(B)`
+    /// (`wa`, `wp` already carry one factor `w_b`), the weighted least-squares form of minSR.
+    fn sr_update(
+        &mut self,
+        s: &[u8],
+        wa: &[f64],
+        wp: &[f64],
+        first: usize,
+        lr: f64,
+        weights: Option<&[f64]>,
+    ) -> Result<()> {
         let b = wa.len();
         let chunks = Chunks::new(b, self.cfg.chunks, self.comm.size(), "--chunks")?;
         let sq = (b as f64).sqrt();
+        let dev = self.model.device().clone();
+        // Per-row weight column (B x 1) for the weighted case.
+        let wcol = match weights {
+            Some(w) => Some(Tensor::from_vec(w.to_vec(), (b, 1), &dev)?),
+            None => None,
+        };
+        let sqrt_w: Vec<f64> =
+            weights.map_or_else(|| vec![1.0; b], |w| w.iter().map(|v| v.sqrt()).collect());
         // Obar: each block centred over the samples and scaled by 1/sqrt(B);
         // Re O = (1/2) d log p, Im O = d theta.
         let centre = |j: Tensor, scale: f64| -> Result<Tensor> {
-            let mean = j.mean_keepdim(0)?;
-            Ok((j.broadcast_sub(&mean)? * (scale / sq))?)
+            let Some(wc) = &wcol else {
+                let mean = j.mean_keepdim(0)?;
+                return Ok((j.broadcast_sub(&mean)? * (scale / sq))?);
+            };
+            let wc = wc.to_dtype(j.dtype())?;
+            let mean = (j.broadcast_mul(&wc)?.sum_keepdim(0)? / b as f64)?;
+            let rows = wc.sqrt()?;
+            Ok((j.broadcast_sub(&mean)?.broadcast_mul(&rows)? * (scale / sq))?)
         };
         let model = &self.model;
         let jac = self.gather_rows(s, first, &chunks, |sc| model.log_prob_jacobian(sc))?;
@@ -545,9 +671,15 @@ impl<'a> Vmc<'a> {
         // conventions only rescale the step (absorbed by lr).
         let mut e = DVector::<f64>::zeros(rows);
         for i in 0..b {
-            e[i] = wa[i] / sq;
+            // wa, wp carry w_b; the rows want sqrt(w_b) (0 where the weight underflowed).
+            let r = if sqrt_w[i] > 0.0 {
+                1.0 / sqrt_w[i]
+            } else {
+                0.0
+            };
+            e[i] = wa[i] * r / sq;
             if rows > b {
-                e[b + i] = wp[i] / sq;
+                e[b + i] = wp[i] * r / sq;
             }
         }
         let mu = self.cfg.momentum;
