@@ -11,10 +11,11 @@
 //! evaluated in one pass (teacher forcing, batch `B K`); sampling takes one pass of batch `B`
 //! per step. With [`Network::Causal`] the convolutions are step-causal (a site reads only
 //! sites of earlier steps), so one row per configuration gives every conditional and `log p`
-//! is a pass of batch `B`. The wavefunction is `log psi = log p / 2 + i theta` with `theta = 0` (`none`),
-//! `pi * #{down spins on sublattice A}` (`marshall`, Marshall's sign rule for bipartite
-//! antiferromagnets) or `sum_x g(s)_x` from the phase channel evaluated on the fully revealed
-//! configuration (`learned`).
+//! is a pass of batch `B`. The wavefunction is `log psi = log p / 2 + i theta` with
+//! `theta = 0` (`none`), `pi * #{down spins on sublattice A}` (`marshall`, Marshall's sign
+//! rule for bipartite antiferromagnets) or `sum_x g(s)_x` from the phase channel evaluated on
+//! the fully revealed configuration (`learned`; for the causal network the conditional phases
+//! `sum_x phi_x(s_x | s_<step(x))` of the same pass).
 //!
 //! Parameters are owned `Var`s with names sorted (`embed`, `head.*`, `layer{i}.*`), initialised
 //! from a seeded generator (candle's CPU generator cannot be seeded), and saved as
