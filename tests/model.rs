@@ -49,6 +49,38 @@ fn schemes_and_networks() -> Vec<(&'static str, Network)> {
     out
 }
 
+/// `p` of every configuration of `all` (row-major), in `f64`.
+fn probabilities(m: &MaskedDiffusion, all: &[u8]) -> Vec<f64> {
+    m.log_prob(all)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+        .iter()
+        .map(|l| l.exp())
+        .collect()
+}
+
+/// Index of a spin-1/2 configuration in [`all_configs`] order (site `x` is bit `x`).
+fn config_index(s: &[u8]) -> usize {
+    s.iter()
+        .enumerate()
+        .fold(0, |a, (x, &v)| a | ((v as usize) << x))
+}
+
+/// Pearson chi-square of `counts` from `b` draws against the probabilities `p`.
+fn chi_square(counts: &[usize], p: &[f64], b: usize) -> f64 {
+    counts
+        .iter()
+        .zip(p)
+        .map(|(&c, &p)| {
+            let e = b as f64 * p;
+            (c as f64 - e).powi(2) / e
+        })
+        .sum()
+}
+
 /// Every configuration of the space, row-major.
 fn all_configs(n: usize, d: usize) -> Vec<u8> {
     let h = Hilbert::new(
@@ -111,33 +143,18 @@ fn samples_follow_p() {
         ("autoregressive", Network::Causal),
     ] {
         let m = model_with(&lat, 2, scheme, Phase::None, DType::F32, network);
-        let all = all_configs(4, 2);
-        let p: Vec<f64> = m
-            .log_prob(&all)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap()
-            .iter()
-            .map(|l| l.exp())
-            .collect();
+        let p = probabilities(&m, &all_configs(4, 2));
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
         let b = 40_000;
         let (s, logp) = m.sample(b, &mut rng).unwrap();
         let mut counts = [0usize; 16];
         for i in 0..b {
-            let idx = (0..4).fold(0, |a, x| a | ((s[i * 4 + x] as usize) << x));
+            let idx = config_index(&s[i * 4..(i + 1) * 4]);
             counts[idx] += 1;
             assert!((logp[i] - p[idx].ln()).abs() < 1e-4, "sample log p");
         }
         // Pearson chi-square with 15 degrees of freedom: the 99.9% quantile is 37.7.
-        let chi2: f64 = (0..16)
-            .map(|i| {
-                let e = b as f64 * p[i];
-                (counts[i] as f64 - e).powi(2) / e
-            })
-            .sum();
+        let chi2 = chi_square(&counts, &p, b);
         assert!(chi2 < 37.7, "{scheme} {network:?}: chi2 = {chi2}");
     }
 }
@@ -151,22 +168,14 @@ fn tempered_samples_follow_q() {
     let lat = Lattice::chain(4, Boundary::Periodic);
     for network in [Network::Masked, Network::Causal] {
         let m = model_with(&lat, 2, "autoregressive", Phase::None, DType::F64, network);
-        let all = all_configs(4, 2);
-        let p: Vec<f64> = m
-            .log_prob(&all)
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap()
-            .iter()
-            .map(|l| l.exp())
-            .collect();
+        let p = probabilities(&m, &all_configs(4, 2));
         let b = 40_000;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(4);
         let t = m.sample_tempered(b, 0.5, &mut rng).unwrap();
         let mut counts = [0usize; 16];
         let mut q = [f64::NAN; 16];
         for i in 0..b {
-            let idx = (0..4).fold(0, |a, x| a | ((t.configs[i * 4 + x] as usize) << x));
+            let idx = config_index(&t.configs[i * 4..(i + 1) * 4]);
             counts[idx] += 1;
             assert!(
                 (t.log_p[i] - p[idx].ln()).abs() < 1e-10,
@@ -186,9 +195,7 @@ fn tempered_samples_follow_q() {
         let entropy = |d: &[f64]| -d.iter().map(|v| v * v.ln()).sum::<f64>();
         assert!(entropy(&q) > entropy(&p) + 0.05, "q is not broader than p");
         // Pearson chi-square with 15 degrees of freedom: the 99.9% quantile is 37.7.
-        let chi2: f64 = (0..16)
-            .map(|i| (counts[i] as f64 - b as f64 * q[i]).powi(2) / (b as f64 * q[i]))
-            .sum();
+        let chi2 = chi_square(&counts, &q, b);
         assert!(chi2 < 37.7, "{network:?}: chi2 = {chi2}");
         let mut r1 = Xoshiro256PlusPlus::seed_from_u64(8);
         let mut r2 = Xoshiro256PlusPlus::seed_from_u64(8);

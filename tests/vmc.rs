@@ -37,6 +37,47 @@ fn model(lat: &Lattice, d: usize, phase: Phase, dtype: DType, seed: u64) -> Mask
     MaskedDiffusion::new(lat, d, Schedule::rg(lat), cfg, &Device::Cpu, dtype, seed).unwrap()
 }
 
+/// The periodic TFIM chain of `n` sites at `J = h = 1`: lattice, model, Hamiltonian and the
+/// exact ground energy.
+fn tfim_chain(n: usize) -> (Lattice, Model, Hamiltonian, f64) {
+    let lat = Lattice::chain(n, Boundary::Periodic);
+    let m = Model::Tfim {
+        j: 1.0,
+        h: 1.0,
+        g: 0.0,
+    };
+    let h = Hamiltonian::compile(m.hilbert(&lat), &m.terms(&lat));
+    let exact = eigenvalues(dense_matrix(h.as_operator()))[0];
+    (lat, m, h, exact)
+}
+
+/// Mean local energy of `b` fresh samples (generator of iteration `iter`).
+fn mean_energy(vmc: &Vmc, b: usize, iter: usize) -> f64 {
+    let (_, _, eloc) = vmc.sample_energies(b, iter).unwrap();
+    eloc.iter().map(|e| e.re).sum::<f64>() / eloc.len() as f64
+}
+
+/// Runs `vmc` for its configured iterations, checking that the random network starts more than
+/// `far` (relative) above `exact` and that no iteration's energy lies below it by more than 3
+/// error bars; returns the mean local energy of `eval` fresh samples and its relative error.
+fn train_checked(vmc: &mut Vmc, exact: f64, far: f64, eval: usize) -> (f64, f64) {
+    let first = vmc.step().unwrap();
+    assert!(
+        (first.energy - exact) / exact.abs() > far,
+        "the random network is already close: {} vs {exact}",
+        first.energy
+    );
+    for _ in 1..vmc.cfg.iters {
+        let last = vmc.step().unwrap();
+        assert!(
+            last.energy > exact - 3.0 * last.error - 1e-9,
+            "below the ground state"
+        );
+    }
+    let e = mean_energy(vmc, eval, 10_000);
+    (e, (e - exact) / exact.abs())
+}
+
 /// `<psi|H|psi> / <psi|psi>` from the full vector, against `sum_s p(s) E_loc(s)`.
 #[test]
 fn mean_local_energy_is_the_rayleigh_quotient() {
@@ -192,14 +233,7 @@ fn energy_gradient_matches_finite_differences() {
 /// random network is far from, and never goes below it by more than 3 error bars.
 #[test]
 fn short_run_on_tfim_chain_8_approaches_the_ground_state() {
-    let lat = Lattice::chain(8, Boundary::Periodic);
-    let m = Model::Tfim {
-        j: 1.0,
-        h: 1.0,
-        g: 0.0,
-    };
-    let h = Hamiltonian::compile(m.hilbert(&lat), &m.terms(&lat));
-    let exact = eigenvalues(dense_matrix(h.as_operator()))[0];
+    let (lat, _, h, exact) = tfim_chain(8);
     let cfg = ModelConfig {
         width: 8,
         depth: 3,
@@ -225,22 +259,7 @@ fn short_run_on_tfim_chain_8_approaches_the_ground_state() {
         ..VmcConfig::default()
     };
     let mut vmc = Vmc::new(net, h.as_operator(), vcfg).unwrap();
-    let first = vmc.step().unwrap();
-    assert!(
-        (first.energy - exact) / exact.abs() > 0.05,
-        "the random network is already close: {} vs {exact}",
-        first.energy
-    );
-    for _ in 1..100 {
-        let last = vmc.step().unwrap();
-        assert!(
-            last.energy > exact - 3.0 * last.error - 1e-9,
-            "below the ground state"
-        );
-    }
-    let (_, _, eloc) = vmc.sample_energies(2048, 10_000).unwrap();
-    let e: f64 = eloc.iter().map(|e| e.re).sum::<f64>() / eloc.len() as f64;
-    let rel = (e - exact) / exact.abs();
+    let (e, rel) = train_checked(&mut vmc, exact, 0.05, 2048);
     // The `rg` schedule draws the finest level's sites independently given the coarser ones,
     // which limits it on this chain to a few 1e-3 (see README); a random network is at 0.2.
     assert!(
@@ -253,14 +272,7 @@ fn short_run_on_tfim_chain_8_approaches_the_ground_state() {
 /// imaginary blocks of `O` are exercised, lowers the energy of a random network on TFIM 6.
 #[test]
 fn min_sr_lowers_the_energy() {
-    let lat = Lattice::chain(6, Boundary::Periodic);
-    let m = Model::Tfim {
-        j: 1.0,
-        h: 1.0,
-        g: 0.0,
-    };
-    let h = Hamiltonian::compile(m.hilbert(&lat), &m.terms(&lat));
-    let exact = eigenvalues(dense_matrix(h.as_operator()))[0];
+    let (lat, _, h, exact) = tfim_chain(6);
     let net = model(&lat, 2, Phase::Learned, DType::F32, 4);
     let cfg = VmcConfig {
         samples: 128,
@@ -274,8 +286,7 @@ fn min_sr_lowers_the_energy() {
     for _ in 1..40 {
         vmc.step().unwrap();
     }
-    let (_, _, eloc) = vmc.sample_energies(1024, 77).unwrap();
-    let e: f64 = eloc.iter().map(|e| e.re).sum::<f64>() / eloc.len() as f64;
+    let e = mean_energy(&vmc, 1024, 77);
     let (r0, r1) = ((first - exact) / exact.abs(), (e - exact) / exact.abs());
     assert!(
         r1 < 0.5 * r0 && r1 < 0.05,
@@ -288,14 +299,7 @@ fn min_sr_lowers_the_energy() {
 /// 1e-3 of the exact energy in 60 iterations, never below it by more than 3 error bars.
 #[test]
 fn causal_autoregressive_min_sr_reaches_the_tfim_chain_8_ground_state() {
-    let lat = Lattice::chain(8, Boundary::Periodic);
-    let m = Model::Tfim {
-        j: 1.0,
-        h: 1.0,
-        g: 0.0,
-    };
-    let h = Hamiltonian::compile(m.hilbert(&lat), &m.terms(&lat));
-    let exact = eigenvalues(dense_matrix(h.as_operator()))[0];
+    let (lat, _, h, exact) = tfim_chain(8);
     let cfg = ModelConfig {
         width: 8,
         depth: 2,
@@ -313,22 +317,7 @@ fn causal_autoregressive_min_sr_reaches_the_tfim_chain_8_ground_state() {
         ..VmcConfig::default()
     };
     let mut vmc = Vmc::new(net, h.as_operator(), vcfg).unwrap();
-    let first = vmc.step().unwrap();
-    assert!(
-        (first.energy - exact) / exact.abs() > 0.02,
-        "the random network is already close: {} vs {exact}",
-        first.energy
-    );
-    for _ in 1..60 {
-        let last = vmc.step().unwrap();
-        assert!(
-            last.energy > exact - 3.0 * last.error - 1e-9,
-            "below the ground state"
-        );
-    }
-    let (_, _, eloc) = vmc.sample_energies(4096, 10_000).unwrap();
-    let e: f64 = eloc.iter().map(|e| e.re).sum::<f64>() / eloc.len() as f64;
-    let rel = (e - exact) / exact.abs();
+    let (e, rel) = train_checked(&mut vmc, exact, 0.02, 4096);
     assert!(rel < 1e-3, "relative error {rel:e} ({e} vs {exact})");
 }
 
@@ -338,14 +327,7 @@ fn causal_autoregressive_min_sr_reaches_the_tfim_chain_8_ground_state() {
 /// network on TFIM 6 as on exact samples.
 #[test]
 fn tempered_samples_give_unbiased_weighted_estimates() {
-    let lat = Lattice::chain(6, Boundary::Periodic);
-    let m = Model::Tfim {
-        j: 1.0,
-        h: 1.0,
-        g: 0.0,
-    };
-    let h = Hamiltonian::compile(m.hilbert(&lat), &m.terms(&lat));
-    let exact = eigenvalues(dense_matrix(h.as_operator()))[0];
+    let (lat, m, h, exact) = tfim_chain(6);
     let net = model(&lat, 2, Phase::None, DType::F64, 4);
     // The model's own energy by enumeration.
     let all = all_configs(m.hilbert(&lat));
@@ -377,8 +359,7 @@ fn tempered_samples_give_unbiased_weighted_estimates() {
     for _ in 1..40 {
         vmc.step().unwrap();
     }
-    let (_, _, eloc) = vmc.sample_energies(2048, 77).unwrap();
-    let e: f64 = eloc.iter().map(|e| e.re).sum::<f64>() / eloc.len() as f64;
+    let e = mean_energy(&vmc, 2048, 77);
     let (r0, r1) = ((e_model - exact) / exact.abs(), (e - exact) / exact.abs());
     assert!(
         r1 < 0.5 * r0 && r1 < 0.05,
