@@ -1115,13 +1115,26 @@ impl MaskedDiffusion {
             } else {
                 None
             };
-            out.extend(lp.iter().enumerate().map(|(i, &l)| {
-                let th = self.fixed_phase(&c[i * n..(i + 1) * n])
-                    + learned.as_ref().map_or(0.0, |v| v[i]);
-                num_complex::Complex64::new(0.5 * l, th)
-            }));
+            out.extend(self.combine(c, &lp, learned.as_deref()));
         }
         Ok(out)
+    }
+
+    /// `log p / 2 + i (fixed phase + learned phase)` of each configuration of `s`.
+    fn combine(
+        &self,
+        s: &[u8],
+        logp: &[f64],
+        learned: Option<&[f64]>,
+    ) -> Vec<num_complex::Complex64> {
+        let n = self.n;
+        logp.iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                let th = self.fixed_phase(&s[i * n..(i + 1) * n]) + learned.map_or(0.0, |v| v[i]);
+                num_complex::Complex64::new(0.5 * l, th)
+            })
+            .collect()
     }
 
     /// `log psi(s) = log p(s) / 2 + i theta(s)` on the host, for a batch.
@@ -1140,16 +1153,7 @@ impl MaskedDiffusion {
             Some(t) => Some(t.to_dtype(DType::F64)?.to_vec1()?),
             None => None,
         };
-        let n = self.n;
-        Ok(logp
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| {
-                let th = self.fixed_phase(&s[i * n..(i + 1) * n])
-                    + learned.as_ref().map_or(0.0, |v| v[i]);
-                num_complex::Complex64::new(0.5 * l, th)
-            })
-            .collect())
+        Ok(self.combine(s, logp, learned.as_deref()))
     }
 
     /// Draws `b` independent exact samples by the reverse process (one network pass per
