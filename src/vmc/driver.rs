@@ -35,7 +35,6 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
-use nalgebra::{DMatrix, DVector};
 use num_complex::Complex64;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -46,6 +45,7 @@ use std::sync::Arc;
 
 use super::adam::Adam;
 use super::local_energy::local_energies;
+use super::minsr::{cholesky_solve, SrRows};
 use crate::error::{Error, Result};
 use crate::model::MaskedDiffusion;
 use crate::operator::Operator;
@@ -612,8 +612,9 @@ impl<'a> Vmc<'a> {
     }
 
     /// minSR update from the per-sample Jacobians (one batched backward pass each). The
-    /// centred Jacobian, its `B x B` Gram matrix and `Obar^T x` are tensor products on the
-    /// model's device; only the Cholesky solve of the Gram system runs on the host.
+    /// centred Jacobian is built on the model's device; its Gram matrix, the Cholesky solve
+    /// and `Obar^T x` are [`SrRows`] products (faer on the host for a CPU model, the Gram
+    /// matrix on the device otherwise).
     ///
     /// With several ranks each computes the Jacobian rows of its chunks (its samples `s`
     /// start at sample `first`), the rows of all chunks are gathered in chunk order, and every
@@ -665,11 +666,11 @@ impl<'a> Vmc<'a> {
         }
         // In f64: the Gram matrix of a Jacobian with large entries (learned phases) lost
         // positive definiteness to f32 rounding at a small diagonal shift.
-        let o = Tensor::cat(&blocks, 0)?.to_dtype(DType::F64)?;
-        let rows = o.dim(0)?;
+        let o = SrRows::new(&Tensor::cat(&blocks, 0)?)?;
+        let rows = o.rows()?;
         // ebar: Re(e) pairs with Re O since wa multiplies log p; Im(e) with Im O. The factor
         // conventions only rescale the step (absorbed by lr).
-        let mut e = DVector::<f64>::zeros(rows);
+        let mut e = vec![0.0; rows];
         for i in 0..b {
             // wa, wp carry w_b; the rows want sqrt(w_b) (0 where the weight underflowed).
             let r = if sqrt_w[i] > 0.0 {
@@ -686,31 +687,12 @@ impl<'a> Vmc<'a> {
         let prev = self.sr_direction.as_ref().filter(|_| mu != 0.0);
         if let Some(prev) = prev {
             // SPRING: solve for the change of direction, ebar - mu Obar phi_{k-1}.
-            let op: Vec<f64> = o.matmul(&prev.unsqueeze(1)?)?.flatten_all()?.to_vec1()?;
-            for (ei, v) in e.iter_mut().zip(op) {
+            for (ei, v) in e.iter_mut().zip(o.times(prev)?) {
                 *ei -= mu * v;
             }
         }
-        let gram: Vec<f64> = o
-            .matmul(&o.t()?)?
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1()?;
-        let mut t = DMatrix::<f64>::from_row_slice(rows, rows, &gram);
-        for i in 0..rows {
-            t[(i, i)] += self.cfg.diag_shift;
-        }
-        let x = t
-            .cholesky()
-            .ok_or_else(|| {
-                Error::Diverged(format!(
-                    "the SR matrix is not positive definite (diagonal shift {}); a larger --diag-shift regularises it",
-                    self.cfg.diag_shift
-                ))
-            })?
-            .solve(&e);
-        let x = Tensor::from_vec(x.as_slice().to_vec(), (rows, 1), o.device())?;
-        let mut dtheta = o.t()?.matmul(&x)?.squeeze(1)?;
+        let x = cholesky_solve(o.gram_lower()?, self.cfg.diag_shift, &e)?;
+        let mut dtheta = o.transpose_times(&x, &dev)?;
         if let Some(prev) = prev {
             dtheta = (dtheta + (prev * mu)?)?;
         }

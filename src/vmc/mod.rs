@@ -5,6 +5,7 @@
 pub mod adam;
 pub mod driver;
 pub mod local_energy;
+pub mod minsr;
 
 pub use driver::{IterationStats, Vmc, VmcConfig};
 pub use local_energy::local_energies;
