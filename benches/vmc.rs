@@ -2,6 +2,9 @@
 //! and `autoregressive` with the step-causal network): batched `log psi`, exact sampling, and
 //! one whole VMC iteration (1024 samples, Adam and minSR), on the TFIM chain of 16 and the
 //! Heisenberg 4x4 square. Run with `cargo bench --bench vmc`.
+//!
+//! The allocator is set up as in the `rgdiff` binary (mimalloc, freed memory kept mapped), so
+//! the times are those of the CLI; with glibc's allocator an iteration takes up to twice as long.
 
 use candle_core::{DType, Device};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -14,6 +17,12 @@ use rgdiff::rg::Schedule;
 use rgdiff::vmc::driver::Optimizer;
 use rgdiff::vmc::{Vmc, VmcConfig};
 use std::hint::black_box;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` (mimalloc.h), as in `main.rs`.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn cases() -> Vec<(&'static str, Lattice, Model, Phase)> {
     vec![
@@ -47,6 +56,8 @@ fn model(lat: &Lattice, scheme: &str, phase: Phase, network: Network) -> MaskedD
 }
 
 fn bench(c: &mut Criterion) {
+    // SAFETY: sets a process-wide allocator option; valid at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let mut g = c.benchmark_group("vmc");
     g.sample_size(10);
     for (name, lat, m, phase) in cases() {
