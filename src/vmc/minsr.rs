@@ -60,17 +60,7 @@ impl SrRows {
         match self {
             Self::Host { data, rows, cols } => {
                 let v: Vec<f64> = v.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-                let vm = MatRef::from_column_major_slice(&v, *cols, 1);
-                let mut out = Mat::<f64>::zeros(*rows, 1);
-                faer::linalg::matmul::matmul(
-                    out.as_mut(),
-                    Accum::Replace,
-                    Self::host(data, *rows, *cols),
-                    vm,
-                    1.0,
-                    Par::rayon(0),
-                );
-                Ok((0..*rows).map(|i| out[(i, 0)]).collect())
+                Ok(matvec(Self::host(data, *rows, *cols), &v))
             }
             Self::Device(o) => Ok(o
                 .matmul(&v.to_dtype(DType::F64)?.unsqueeze(1)?)?
@@ -84,17 +74,7 @@ impl SrRows {
     pub fn transpose_times(&self, x: &[f64], device: &Device) -> Result<Tensor> {
         match self {
             Self::Host { data, rows, cols } => {
-                let xm = MatRef::from_column_major_slice(x, *rows, 1);
-                let mut out = Mat::<f64>::zeros(*cols, 1);
-                faer::linalg::matmul::matmul(
-                    out.as_mut(),
-                    Accum::Replace,
-                    Self::host(data, *rows, *cols).transpose(),
-                    xm,
-                    1.0,
-                    Par::rayon(0),
-                );
-                let v: Vec<f64> = (0..*cols).map(|i| out[(i, 0)]).collect();
+                let v = matvec(Self::host(data, *rows, *cols).transpose(), x);
                 Ok(Tensor::from_vec(v, *cols, device)?)
             }
             Self::Device(o) => {
@@ -131,6 +111,20 @@ impl SrRows {
             }
         }
     }
+}
+
+/// `a x` on the host (faer, parallel over the rayon pool).
+fn matvec(a: MatRef<'_, f64>, x: &[f64]) -> Vec<f64> {
+    let mut out = Mat::<f64>::zeros(a.nrows(), 1);
+    faer::linalg::matmul::matmul(
+        out.as_mut(),
+        Accum::Replace,
+        a,
+        MatRef::from_column_major_slice(x, a.ncols(), 1),
+        1.0,
+        Par::rayon(0),
+    );
+    (0..a.nrows()).map(|i| out[(i, 0)]).collect()
 }
 
 /// Solves `(T + shift I) x = e` by Cholesky, reading the lower triangle of `t`. A matrix that
