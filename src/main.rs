@@ -299,6 +299,15 @@ struct GroundStateArgs {
     /// Hamiltonian that conserves S^z), e.g. --sz 0 for an antiferromagnet's singlet.
     #[arg(long, allow_negative_numbers = true)]
     sz: Option<f64>,
+    /// Average the amplitudes over a symmetry group, in training and the final estimate:
+    /// none, or a comma-separated product of translation, point (rotations and reflections)
+    /// and flip (global spin flip). Exact sampling is kept; each evaluation costs |G|.
+    #[arg(long)]
+    symmetry: Option<String>,
+    /// The same for the final estimate only (the network trains without it: a
+    /// symmetrization after training); summary.json then also gives the trained energy.
+    #[arg(long)]
+    final_symmetry: Option<String>,
     /// cpu | cuda | cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -544,6 +553,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                     phase: Phase::None,
                     sz: None,
                     network: Network::parse(&a.network)?,
+                    symmetry: None,
                 },
                 train: TrainConfig {
                     samples: a.train_samples.max(2),
@@ -676,6 +686,14 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
             if let Some(n) = a.iters {
                 cfg.vmc.iters = n;
             }
+            // Options of the final estimate only: a finished run can be re-evaluated, e.g.
+            // symmetrized after training.
+            if let Some(g) = &a.final_symmetry {
+                cfg.final_symmetry = Some(g.clone()).filter(|g| g != "none");
+            }
+            if let Some(e) = a.eval_samples {
+                cfg.eval_samples = e.max(2);
+            }
             if let Some(c) = a.chunks.filter(|&c| c != cfg.vmc.chunks) {
                 return Err(rgdiff::Error::Input(format!(
                     "--chunks {c}: the run in {} was started with {} chunks, which it keeps",
@@ -726,6 +744,7 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     phase: Phase::parse(&a.phase)?,
                     sz: a.sz,
                     network: Network::parse(&a.network)?,
+                    symmetry: a.symmetry.clone().filter(|g| g != "none"),
                 },
                 vmc: VmcConfig {
                     samples: a.samples.max(2),
@@ -748,6 +767,7 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                 eval_samples: a.eval_samples.unwrap_or(4 * a.samples).max(2),
                 checkpoint_every: a.checkpoint_every.max(1),
                 exact: a.exact,
+                final_symmetry: a.final_symmetry.clone().filter(|g| g != "none"),
             }
         }
     };

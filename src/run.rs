@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::exact::{self, ExactOptions};
-use crate::model::{MaskedDiffusion, ModelConfig};
+use crate::model::{MaskedDiffusion, ModelConfig, SymmetryGroup};
 use crate::operator::Hamiltonian;
 use crate::parallel::{self, Communicator};
 use crate::rg::Schedule;
@@ -50,6 +50,10 @@ pub struct RunConfig {
     pub checkpoint_every: usize,
     /// Compute the exact energy by diagonalization even when it is expensive.
     pub exact: bool,
+    /// Group the amplitudes are averaged over for the final estimate only (the network is
+    /// trained without it): a symmetrization after training, see [`crate::model::symmetry`].
+    #[serde(default)]
+    pub final_symmetry: Option<String>,
 }
 
 /// The final result of a run (`summary.json`).
@@ -80,6 +84,16 @@ pub struct Summary {
     /// moved data).
     #[serde(default)]
     pub wait_seconds_per_iteration: f64,
+    /// The group the final state's amplitudes are averaged over (`--symmetry`, or
+    /// `--final-symmetry`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symmetry: Option<String>,
+    /// With `--final-symmetry`: the trained network's own energy and its error (the same
+    /// number of samples), before the symmetrization that `energy` includes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_energy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_energy_error: Option<f64>,
 }
 
 fn one() -> usize {
@@ -257,6 +271,16 @@ pub fn prepare(
             cfg.problem
         )));
     }
+    if let Some(spec) = &cfg.final_symmetry {
+        // Checked now rather than after the training.
+        SymmetryGroup::parse(spec, lattice, hilbert.local_dim(), cfg.model.sz)?;
+    }
+    if cfg.model.symmetry.is_some() && cfg.vmc.temper != 1.0 {
+        return Err(Error::Input(format!(
+            "--temper {} with --symmetry: a symmetrized model draws exact samples only",
+            cfg.vmc.temper
+        )));
+    }
     let schedule = Schedule::parse(&cfg.scheme, lattice)?;
     let dev = device(&cfg.device)?;
     let model = MaskedDiffusion::new(
@@ -384,6 +408,9 @@ impl<'a> Run<'a> {
                 root,
             });
         }
+        // The configuration as continued (--iters, --final-symmetry, --eval-samples may change).
+        let json = serde_json::to_vec_pretty(&cfg).expect("config serialises");
+        write_atomic(&dir.join("config.json"), &json)?;
         // Keep the trace rows before the checkpoint.
         let trace = dir.join("trace.csv");
         let text = fs::read_to_string(&trace).unwrap_or_else(|_| TRACE_HEADER.to_string());
@@ -531,19 +558,29 @@ impl<'a> Run<'a> {
     /// Final estimate from `eval_samples` fresh samples and `summary.json` (written by rank
     /// 0; every rank returns the same summary).
     fn write_summary(
-        &self,
+        &mut self,
         status: &str,
         sps: Option<&[f64]>,
         (comm_seconds, wait_seconds): (&[f64], &[f64]),
         t0: Instant,
     ) -> Result<Summary> {
         let b = self.cfg.eval_samples.max(2);
+        let n = self.vmc.model.n_sites();
+        let mut trained = None;
         let (energy, error, variance, v_score) = if status == "diverged" {
             (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
         } else {
+            if let Some(spec) = &self.cfg.final_symmetry {
+                let (_, _, eloc) = self.vmc.sample_energies_parallel(b, usize::MAX / 2)?;
+                let (e, _, err, _, _) = crate::vmc::driver::energy_stats(&eloc, n);
+                trained = Some((e, err));
+                let problem = spec::load(Path::new(&self.cfg.problem))?;
+                let d = problem.model.hilbert(&problem.lattice).local_dim();
+                let group = SymmetryGroup::parse(spec, &problem.lattice, d, self.cfg.model.sz)?;
+                self.vmc.model.set_symmetry(group);
+            }
             let (_, _, eloc) = self.vmc.sample_energies_parallel(b, usize::MAX / 2)?;
-            let (e, _, err, var, vs) =
-                crate::vmc::driver::energy_stats(&eloc, self.vmc.model.n_sites());
+            let (e, _, err, var, vs) = crate::vmc::driver::energy_stats(&eloc, n);
             (e, err, var, vs)
         };
         let seconds = self.seconds_before + t0.elapsed().as_secs_f64();
@@ -576,6 +613,9 @@ impl<'a> Run<'a> {
             ranks: self.vmc.comm.size(),
             comm_seconds_per_iteration: mean_or_zero(comm_seconds),
             wait_seconds_per_iteration: mean_or_zero(wait_seconds),
+            symmetry: self.vmc.model.symmetry().map(|g| g.name().to_string()),
+            trained_energy: trained.map(|t| t.0),
+            trained_energy_error: trained.map(|t| t.1),
         };
         if !self.root {
             return Ok(summary);

@@ -203,6 +203,7 @@ fn divergence_keeps_the_last_good_checkpoint() {
         eval_samples: 32,
         checkpoint_every: 1,
         exact: false,
+        final_symmetry: None,
     };
     let (_, h, exact, model) = prepare(&cfg).unwrap();
     let dir = tmp.path().join("nan");

@@ -33,6 +33,7 @@ fn model_with(
         phase,
         sz: None,
         network,
+        symmetry: None,
     };
     let sched = Schedule::parse(scheme, lat).unwrap();
     MaskedDiffusion::new(lat, d, sched, cfg, &Device::Cpu, dtype, 7).unwrap()
@@ -389,6 +390,7 @@ fn sz_sector_is_exactly_normalised_and_enforced() {
         phase: Phase::Marshall,
         sz: Some(sz),
         network,
+        symmetry: None,
     };
     let build_with = |scheme: &str, sz: f64, d: usize, network| {
         let lat = if d == 2 {

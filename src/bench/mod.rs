@@ -803,6 +803,7 @@ fn run_one(
         eval_samples: 4 * opts.samples,
         checkpoint_every: opts.max_iters,
         exact: false,
+        final_symmetry: None,
     };
     let dev = run::device(&opts.device)?;
     let new_model = || {

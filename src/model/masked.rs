@@ -34,6 +34,7 @@ use crate::lattice::{Lattice, Shape};
 use crate::rg::Schedule;
 
 use super::activation::FastTanh;
+use super::symmetry::SymmetryGroup;
 
 /// How the model carries the sign or phase of the wavefunction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +148,10 @@ pub struct ModelConfig {
     /// Masked (one pass per step) or step-causal (one pass for all steps) convolutions.
     #[serde(default)]
     pub network: Network,
+    /// The group the amplitudes are averaged over (see [`super::symmetry`]), e.g.
+    /// `point,flip`; `None`: the plain network.
+    #[serde(default)]
+    pub symmetry: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -158,6 +163,7 @@ impl Default for ModelConfig {
             phase: Phase::None,
             sz: None,
             network: Network::Masked,
+            symmetry: None,
         }
     }
 }
@@ -233,6 +239,8 @@ pub struct MaskedDiffusion {
     neighbours: Tensor,
     /// The step-causal gathers, for [`Network::Causal`].
     causal: Option<CausalGather>,
+    /// The group the amplitudes are averaged over ([`SymmetryGroup`]), if any.
+    symmetry: Option<SymmetryGroup>,
 }
 
 impl MaskedDiffusion {
@@ -258,6 +266,10 @@ impl MaskedDiffusion {
             ));
         }
         let n = lattice.n_sites();
+        let symmetry = match &cfg.symmetry {
+            Some(spec) => SymmetryGroup::parse(spec, lattice, d, cfg.sz)?,
+            None => None,
+        };
         let n_up = match cfg.sz {
             None => None,
             Some(sz) => Some(Self::sector_ups(sz, n, d, &schedule)?),
@@ -339,7 +351,167 @@ impl MaskedDiffusion {
             n_up,
             neighbours: Self::neighbour_index(lattice, k, device)?,
             causal,
+            symmetry,
         })
+    }
+
+    /// Averages the wavefunction over `group` from now on (see [`super::symmetry`]): every
+    /// evaluation of `log p`, the phase, their per-sample gradients and sampling then act
+    /// on `psi_G`. `None` restores the plain network. Tempered sampling is refused while a
+    /// group is set.
+    pub fn set_symmetry(&mut self, group: Option<SymmetryGroup>) {
+        self.symmetry = group;
+    }
+
+    /// The group the amplitudes are averaged over, if any.
+    pub fn symmetry(&self) -> Option<&SymmetryGroup> {
+        self.symmetry.as_ref()
+    }
+
+    /// Samples per block of a symmetrized evaluation: `|G|` images each, so that a block
+    /// stays within [`EVAL_ROWS`] rows.
+    fn symmetric_block(&self, g: &SymmetryGroup) -> usize {
+        (self.raw_samples_per_pass() / g.order()).max(1)
+    }
+
+    /// Per configuration of `s` (plain network, no group): `log p`, and the learned phase
+    /// when there is one, on the host.
+    fn parts_raw(&self, s: &[u8]) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
+        let n = self.n;
+        let lpsi = if self.causal.is_some() {
+            self.log_psi_causal(s)?
+        } else {
+            let mut out = Vec::with_capacity(s.len() / n);
+            for c in s.chunks(self.raw_samples_per_pass() * n) {
+                let lp: Vec<f64> = self.log_prob_raw(c)?.to_dtype(DType::F64)?.to_vec1()?;
+                let learned: Option<Vec<f64>> = match self.learned_phase_raw(c)? {
+                    Some(t) => Some(t.to_dtype(DType::F64)?.to_vec1()?),
+                    None => None,
+                };
+                out.extend(self.combine(c, &lp, learned.as_deref()));
+            }
+            out
+        };
+        let lp = lpsi.iter().map(|z| 2.0 * z.re).collect();
+        let learned = self.cfg.phase.is_learned().then(|| {
+            lpsi.iter()
+                .enumerate()
+                .map(|(i, z)| z.im - self.fixed_phase(&s[i * n..(i + 1) * n]))
+                .collect()
+        });
+        Ok((lp, learned))
+    }
+
+    /// For the images `g s` of a block `s` (`B` configurations; `|G| B` rows, element-major):
+    /// `log p(g s)` and the whole phase `phi(g s)` (fixed + learned) of the plain network.
+    fn image_parts(&self, images: &[u8]) -> Result<(Vec<f64>, Vec<f64>)> {
+        let n = self.n;
+        let (lp, learned) = self.parts_raw(images)?;
+        let phi = (0..lp.len())
+            .map(|r| {
+                self.fixed_phase(&images[r * n..(r + 1) * n])
+                    + learned.as_ref().map_or(0.0, |t| t[r])
+            })
+            .collect();
+        Ok((lp, phi))
+    }
+
+    /// Per configuration `i` of a block of `b` with image parts `(lp, phi)`: `log p_G` and
+    /// the complex weights `c_g = psi(g s) / sum_h psi(h s)` (re, im), element-major.
+    fn symmetric_weights(&self, lp: &[f64], phi: &[f64], b: usize) -> (Vec<f64>, Vec<(f64, f64)>) {
+        let order = lp.len() / b;
+        let mut lpg = Vec::with_capacity(b);
+        let mut c = vec![(0.0, 0.0); lp.len()];
+        for i in 0..b {
+            let max = (0..order).map(|k| lp[k * b + i]).fold(f64::MIN, f64::max);
+            let sum: f64 = (0..order).map(|k| (lp[k * b + i] - max).exp()).sum();
+            lpg.push(max + (sum / order as f64).ln());
+            let terms: Vec<num_complex::Complex64> = (0..order)
+                .map(|k| {
+                    num_complex::Complex64::from_polar(
+                        (0.5 * (lp[k * b + i] - max)).exp(),
+                        phi[k * b + i],
+                    )
+                })
+                .collect();
+            let total: num_complex::Complex64 = terms.iter().sum();
+            for (k, t) in terms.iter().enumerate() {
+                let w = t / total;
+                c[k * b + i] = (w.re, w.im);
+            }
+        }
+        (lpg, c)
+    }
+
+    /// `log p_G` and the learned part of the symmetrized phase of each configuration of `s`
+    /// on the host: `log p_G(s) = log (1/|G|) sum_g p(g s)` and
+    /// `theta_G(s) = arg sum_g psi(g s) - theta_fixed(s)` (`None` without a learned phase,
+    /// whose model keeps its fixed phase).
+    fn parts_symmetric(&self, g: &SymmetryGroup, s: &[u8]) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
+        let n = self.n;
+        let order = g.order();
+        let mut lp = Vec::with_capacity(s.len() / n);
+        let mut learned = self.cfg.phase.is_learned().then(Vec::new);
+        for c in s.chunks(self.symmetric_block(g) * n) {
+            let b = c.len() / n;
+            let (l, phi) = self.image_parts(&g.images(c, n))?;
+            let (lpg, _) = self.symmetric_weights(&l, &phi, b);
+            lp.extend(lpg);
+            if let Some(out) = learned.as_mut() {
+                for i in 0..b {
+                    let max = (0..order).map(|k| l[k * b + i]).fold(f64::MIN, f64::max);
+                    let total: num_complex::Complex64 = (0..order)
+                        .map(|k| {
+                            num_complex::Complex64::from_polar(
+                                (0.5 * (l[k * b + i] - max)).exp(),
+                                phi[k * b + i],
+                            )
+                        })
+                        .sum();
+                    out.push(total.arg() - self.fixed_phase(&c[i * n..(i + 1) * n]));
+                }
+            }
+        }
+        Ok((lp, learned))
+    }
+
+    /// `sum_g w_g(s) J(g s)` per sample, from the per-sample gradients `jac` of the images of
+    /// a block of `b` samples (`|G| b` rows, element-major) and weights `w` (`|G| b`).
+    fn combine_images(&self, jac: &Tensor, w: Vec<f64>, b: usize) -> Result<Tensor> {
+        let (rows, p) = jac.dims2()?;
+        let order = rows / b;
+        let w = Tensor::from_vec(w, (order, b, 1), &self.device)?.to_dtype(jac.dtype())?;
+        Ok(jac.reshape((order, b, p))?.broadcast_mul(&w)?.sum(0)?)
+    }
+
+    /// Per-sample gradients of `log p_G` (`phase = false`) or of the symmetrized phase
+    /// (`phase = true`) for a batch. With `c_g = psi(g s) / sum_h psi(h s)`:
+    /// `d log p_G = sum_g w_g d log p(g s)`, `w_g = p(g s) / sum_h p(h s)`, and
+    /// `d theta_G = Im d log sum_g psi(g s) = sum_g [Im c_g d log p(g s) / 2 + Re c_g d phi(g s)]`.
+    fn jacobian_symmetric(&self, g: &SymmetryGroup, s: &[u8], phase: bool) -> Result<Tensor> {
+        let n = self.n;
+        let mut blocks = Vec::new();
+        for c in s.chunks(self.symmetric_block(g) * n) {
+            let b = c.len() / n;
+            let images = g.images(c, n);
+            let (lp, phi) = self.image_parts(&images)?;
+            let jl = self.log_prob_jacobian_raw(&images)?;
+            if !phase {
+                let (lpg, _) = self.symmetric_weights(&lp, &phi, b);
+                let order = g.order();
+                let w = (0..lp.len())
+                    .map(|r| (lp[r] - lpg[r % b]).exp() / order as f64)
+                    .collect();
+                blocks.push(self.combine_images(&jl, w, b)?);
+                continue;
+            }
+            let (_, cw) = self.symmetric_weights(&lp, &phi, b);
+            let jt = self.phase_jacobian_raw(&images)?.expect("a learned phase");
+            let from_p = self.combine_images(&jl, cw.iter().map(|c| 0.5 * c.1).collect(), b)?;
+            let from_t = self.combine_images(&jt, cw.iter().map(|c| c.0).collect(), b)?;
+            blocks.push((from_p + from_t)?);
+        }
+        Ok(Tensor::cat(&blocks, 0)?)
     }
 
     /// The masks and indices of the step-causal convolutions (see [`CausalGather`]).
@@ -891,9 +1063,17 @@ impl MaskedDiffusion {
     /// Per-sample gradients of `log p(s_b)` (a `B x n_params` tensor), see
     /// [`MaskedDiffusion::per_sample_grads`].
     pub fn log_prob_jacobian(&self, s: &[u8]) -> Result<Tensor> {
+        if let Some(g) = &self.symmetry {
+            return self.jacobian_symmetric(g, s, false);
+        }
+        self.log_prob_jacobian_raw(s)
+    }
+
+    /// [`Self::log_prob_jacobian`] of the plain network.
+    fn log_prob_jacobian_raw(&self, s: &[u8]) -> Result<Tensor> {
         let k = self.rows_per_sample();
         let mut blocks = Vec::new();
-        for chunk in s.chunks(self.samples_per_pass() * self.n) {
+        for chunk in s.chunks(self.raw_samples_per_pass() * self.n) {
             let (steps, reps) = self.teacher_forcing_rows(chunk);
             blocks.push(self.per_sample_grads(&reps, &steps, k, |out| {
                 self.select_terms(out, &reps, &steps)
@@ -905,7 +1085,14 @@ impl MaskedDiffusion {
     /// Samples whose teacher-forced rows (`K` per sample) fit in one pass of [`Self::eval_rows`]
     /// rows: gradient passes are split into such blocks so that memory stays bounded
     /// whatever the batch and the number of steps.
+    /// With a symmetry group, each sample takes `|G|` images, so a `|G|`-th of that.
     pub fn samples_per_pass(&self) -> usize {
+        let order = self.symmetry.as_ref().map_or(1, SymmetryGroup::order);
+        (self.raw_samples_per_pass() / order).max(1)
+    }
+
+    /// [`Self::samples_per_pass`] of the plain network.
+    fn raw_samples_per_pass(&self) -> usize {
         (self.eval_rows() / self.rows_per_sample().max(1)).max(1)
     }
 
@@ -921,6 +1108,17 @@ impl MaskedDiffusion {
     /// Per-sample gradients of the learned phase `theta(s_b)` (a `B x n_params` tensor), or
     /// `None` when the phase is not learned.
     pub fn phase_jacobian(&self, s: &[u8]) -> Result<Option<Tensor>> {
+        if !self.cfg.phase.is_learned() {
+            return Ok(None);
+        }
+        if let Some(g) = &self.symmetry {
+            return self.jacobian_symmetric(g, s, true).map(Some);
+        }
+        self.phase_jacobian_raw(s)
+    }
+
+    /// [`Self::phase_jacobian`] of the plain network.
+    fn phase_jacobian_raw(&self, s: &[u8]) -> Result<Option<Tensor>> {
         if !self.cfg.phase.is_learned() {
             return Ok(None);
         }
@@ -984,6 +1182,22 @@ impl MaskedDiffusion {
     /// `log p(s)` for a batch of configurations (`B x N`, row-major), as a differentiable
     /// tensor of shape `B`.
     pub fn log_prob(&self, s: &[u8]) -> Result<Tensor> {
+        let Some(g) = &self.symmetry else {
+            return self.log_prob_raw(s);
+        };
+        // log p_G = logsumexp_g log p(g s) - log |G|, max-shifted (the shift is a constant
+        // of the gradient).
+        let b = s.len() / self.n;
+        let lp = self
+            .log_prob_raw(&g.images(s, self.n))?
+            .reshape((g.order(), b))?;
+        let max = lp.max_keepdim(0)?.detach();
+        let sum = lp.broadcast_sub(&max)?.exp()?.sum(0)?;
+        Ok((sum.log()? + max.squeeze(0)?)?.affine(1.0, -(g.order() as f64).ln())?)
+    }
+
+    /// [`Self::log_prob`] of the plain network.
+    fn log_prob_raw(&self, s: &[u8]) -> Result<Tensor> {
         let b = s.len() / self.n;
         let k = self.rows_per_sample();
         let (steps, reps) = self.teacher_forcing_rows(s);
@@ -1011,6 +1225,10 @@ impl MaskedDiffusion {
         conn: &[u8],
         parent: &[usize],
     ) -> Result<Vec<num_complex::Complex64>> {
+        if self.symmetry.is_some() {
+            // Every image differs from the sample's: nothing of its drawing is reused.
+            return self.log_psi(conn);
+        }
         if self.causal.is_some() {
             return self.log_psi_causal(conn);
         }
@@ -1079,6 +1297,53 @@ impl MaskedDiffusion {
         if !self.cfg.phase.is_learned() {
             return Ok(None);
         }
+        if let Some(g) = &self.symmetry {
+            return self.learned_phase_symmetric(g, s).map(Some);
+        }
+        self.learned_phase_raw(s)
+    }
+
+    /// The learned part of the symmetrized phase as a differentiable tensor:
+    /// `theta_G = arg sum_g psi(g s) - theta_fixed(s)`. With the value `t0` of it from the
+    /// host and `u_g = phi(g s) - theta_fixed(s) - t0`, the sum rotated by `-t0` is real and
+    /// positive, `x + i y` with `x = sum_g |psi(g s)| cos u_g`, `y = sum_g |psi(g s)| sin u_g = 0`,
+    /// so `theta_G = t0 + atan(y / x)` has the value `t0` and the gradient of `t0 + y / x`.
+    fn learned_phase_symmetric(&self, g: &SymmetryGroup, s: &[u8]) -> Result<Tensor> {
+        let n = self.n;
+        let b = s.len() / n;
+        let order = g.order();
+        let images = g.images(s, n);
+        let (_, t0) = self.parts_symmetric(g, s)?;
+        let t0 = t0.expect("a learned phase");
+        let lp = self.log_prob_raw(&images)?.reshape((order, b))?;
+        let th = self
+            .learned_phase_raw(&images)?
+            .expect("a learned phase")
+            .reshape((order, b))?;
+        // Constant part of u_g: fixed(g s) - fixed(s) - t0.
+        let shift: Vec<f64> = (0..order * b)
+            .map(|r| {
+                let i = r % b;
+                self.fixed_phase(&images[r * n..(r + 1) * n])
+                    - self.fixed_phase(&s[i * n..(i + 1) * n])
+                    - t0[i]
+            })
+            .collect();
+        let shift = Tensor::from_vec(shift, (order, b), &self.device)?.to_dtype(th.dtype())?;
+        let u = (th + shift)?;
+        let max = lp.max_keepdim(0)?.detach();
+        let a = (lp.broadcast_sub(&max)? * 0.5)?.exp()?;
+        let x = (&a * u.cos()?)?.sum(0)?;
+        let y = (&a * u.sin()?)?.sum(0)?;
+        let t0 = Tensor::from_vec(t0, b, &self.device)?.to_dtype(x.dtype())?;
+        Ok((t0 + (y / x)?)?)
+    }
+
+    /// [`Self::learned_phase`] of the plain network.
+    fn learned_phase_raw(&self, s: &[u8]) -> Result<Option<Tensor>> {
+        if !self.cfg.phase.is_learned() {
+            return Ok(None);
+        }
         let steps = self.phase_rows(s.len() / self.n);
         let out = self.forward(&self.encode(s, &steps)?, &steps)?;
         Ok(Some(self.phase_terms(&out, s)?))
@@ -1139,6 +1404,10 @@ impl MaskedDiffusion {
 
     /// `log psi(s) = log p(s) / 2 + i theta(s)` on the host, for a batch.
     pub fn log_psi(&self, s: &[u8]) -> Result<Vec<num_complex::Complex64>> {
+        if let Some(g) = &self.symmetry {
+            let (lp, learned) = self.parts_symmetric(g, s)?;
+            return Ok(self.combine(s, &lp, learned.as_deref()));
+        }
         if self.causal.is_some() {
             return self.log_psi_causal(s);
         }
@@ -1149,6 +1418,10 @@ impl MaskedDiffusion {
     /// `log psi` of a batch whose `log p` is already known (e.g. from sampling): adds the
     /// phase.
     pub fn log_psi_with(&self, s: &[u8], logp: &[f64]) -> Result<Vec<num_complex::Complex64>> {
+        if let Some(g) = &self.symmetry {
+            let (_, learned) = self.parts_symmetric(g, s)?;
+            return Ok(self.combine(s, logp, learned.as_deref()));
+        }
         let learned: Option<Vec<f64>> = match self.learned_phase(s)? {
             Some(t) => Some(t.to_dtype(DType::F64)?.to_vec1()?),
             None => None,
@@ -1176,7 +1449,36 @@ impl MaskedDiffusion {
     /// rarely draws are drawn often enough to be learned; estimates under `p` then take the
     /// importance weights `p(s) / q(s)` (`log_p - log_q`). The conditionals recorded are `p`'s.
     /// `beta = 1` draws exact samples of `p` (the same draws as before tempering existed).
+    ///
+    /// With a symmetry group set, each drawn sample is mapped by an element drawn uniformly
+    /// (exact samples of `p_G`), and its `log p` is `log p_G`; `cond` then still holds the
+    /// conditionals of the drawing, before the map. Tempering is refused.
     pub fn sample_tempered(&self, b: usize, beta: f64, rng: &mut impl Rng) -> Result<Sampled> {
+        let Some(g) = &self.symmetry else {
+            return self.sample_tempered_raw(b, beta, rng);
+        };
+        if beta != 1.0 {
+            return Err(Error::Input(format!(
+                "--temper {beta} with --symmetry {}: a symmetrized model draws exact samples only",
+                g.name()
+            )));
+        }
+        let mut out = self.sample_tempered_raw(b, 1.0, rng)?;
+        let n = self.n;
+        let mut image = vec![0u8; n];
+        for c in out.configs.chunks_mut(n) {
+            let k = rng.random_range(0..g.order());
+            g.apply(k, c, &mut image);
+            c.copy_from_slice(&image);
+        }
+        let (lp, _) = self.parts_symmetric(g, &out.configs)?;
+        out.log_q.clone_from(&lp);
+        out.log_p = lp;
+        Ok(out)
+    }
+
+    /// [`Self::sample_tempered`] of the plain network.
+    fn sample_tempered_raw(&self, b: usize, beta: f64, rng: &mut impl Rng) -> Result<Sampled> {
         let (n, d) = (self.n, self.d);
         let mut s = vec![0u8; b * n];
         let mut logp = vec![0f64; b];

@@ -14,6 +14,8 @@ pub mod activation;
 pub mod masked;
 pub mod params;
 pub mod score;
+pub mod symmetry;
 
 pub use masked::{MaskedDiffusion, ModelConfig, Network, Phase, Sampled};
 pub use score::{ScoreConfig, ScoreNet};
+pub use symmetry::SymmetryGroup;
