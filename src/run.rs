@@ -586,7 +586,12 @@ impl<'a> Run<'a> {
         let seconds = self.seconds_before + t0.elapsed().as_secs_f64();
         let sps = sps.unwrap_or(&[]);
         let mean_sps = if sps.is_empty() {
-            0.0
+            // No iteration in this invocation (a finished run re-evaluated with --resume):
+            // the throughput of the iterations that made the run, from its last summary.
+            fs::read_to_string(self.dir.join("summary.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Summary>(&t).ok())
+                .map_or(0.0, |s| s.samples_per_second)
         } else {
             sps.len() as f64 / sps.iter().map(|s| 1.0 / s).sum::<f64>()
         };
