@@ -9,7 +9,6 @@ use common::flat_grad;
 use num_complex::Complex64;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rgdiff::exact::dense::dense_matrix;
 use rgdiff::hilbert::{Hilbert, LocalSpace};
 use rgdiff::lattice::{Boundary, Lattice};
 use rgdiff::model::{MaskedDiffusion, ModelConfig, Network, Phase, SymmetryGroup};
@@ -187,16 +186,7 @@ fn symmetric_local_energy_mean_is_the_rayleigh_quotient() {
             .zip(&lpsi)
             .map(|(e, l)| e * (2.0 * l.re).exp())
             .sum();
-        let hm = dense_matrix(op);
-        let psi: Vec<Complex64> = lpsi.iter().map(|l| l.exp()).collect();
-        let mut num = Complex64::new(0.0, 0.0);
-        for r in 0..psi.len() {
-            for c in 0..psi.len() {
-                num += psi[r].conj() * hm[(r, c)] * psi[c];
-            }
-        }
-        let den: f64 = psi.iter().map(|p| p.norm_sqr()).sum();
-        let rq = num / den;
+        let rq = common::rayleigh_quotient(op, &lpsi);
         assert!((mean - rq).norm() < 1e-9, "{network:?}: {mean} vs {rq}");
     }
 }
@@ -228,6 +218,10 @@ fn rgdiff(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("runs")
+}
+
+fn read_summary(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
 #[test]
@@ -279,9 +273,7 @@ fn cli_symmetry_options() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
-            .unwrap();
+    let summary = read_summary(&out_dir);
     assert_eq!(summary["symmetry"], "translation,point,flip");
     let (e, t, e0) = (
         summary["energy"].as_f64().unwrap(),
@@ -304,9 +296,7 @@ fn cli_symmetry_options() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(sym_dir.join("summary.json")).unwrap())
-            .unwrap();
+    let summary = read_summary(&sym_dir);
     assert_eq!(summary["symmetry"], "flip");
     assert!(summary.get("trained_energy").is_none());
     // Bad groups fail at once with a message naming the option.

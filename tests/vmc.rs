@@ -138,17 +138,7 @@ fn mean_local_energy_is_the_rayleigh_quotient() {
             .zip(&lpsi)
             .map(|(e, l)| e * (2.0 * l.re).exp())
             .sum();
-        // Rayleigh quotient with the dense matrix H[s', s].
-        let hm = dense_matrix(op);
-        let psi: Vec<Complex64> = lpsi.iter().map(|l| l.exp()).collect();
-        let mut num = Complex64::new(0.0, 0.0);
-        for r in 0..psi.len() {
-            for c in 0..psi.len() {
-                num += psi[r].conj() * hm[(r, c)] * psi[c];
-            }
-        }
-        let den: f64 = psi.iter().map(|p| p.norm_sqr()).sum();
-        let rq = num / den;
+        let rq = common::rayleigh_quotient(op, &lpsi);
         assert!((mean - rq).norm() < 1e-9, "{m:?}: {mean} vs {rq}");
         assert!(rq.im.abs() < 1e-9);
     }

@@ -50,3 +50,20 @@ pub fn flat_grad(m: &rgdiff::model::MaskedDiffusion, x: &candle_core::Tensor) ->
     }
     out
 }
+
+/// `<psi|H|psi> / <psi|psi>` with the dense matrix `H[s', s]` of `op`, for a wavefunction
+/// given by `log psi` on every configuration of the space (enumeration order).
+pub fn rayleigh_quotient(
+    op: &dyn rgdiff::operator::Operator,
+    lpsi: &[num_complex::Complex64],
+) -> num_complex::Complex64 {
+    let hm = rgdiff::exact::dense::dense_matrix(op);
+    let psi: Vec<num_complex::Complex64> = lpsi.iter().map(|l| l.exp()).collect();
+    let mut num = num_complex::Complex64::new(0.0, 0.0);
+    for r in 0..psi.len() {
+        for c in 0..psi.len() {
+            num += psi[r].conj() * hm[(r, c)] * psi[c];
+        }
+    }
+    num / psi.iter().map(|p| p.norm_sqr()).sum::<f64>()
+}
