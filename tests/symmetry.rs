@@ -200,6 +200,10 @@ fn symmetric_jacobians_are_the_gradients() {
         let s = m.sample_tempered(3, 1.0, &mut rng).unwrap().configs;
         let jl: Vec<Vec<f64>> = m.log_prob_jacobian(&s).unwrap().to_vec2().unwrap();
         let jp: Vec<Vec<f64>> = m.phase_jacobian(&s).unwrap().unwrap().to_vec2().unwrap();
+        // The combined call (minSR's) gives the same two blocks.
+        let (bl, bp) = m.jacobians(&s).unwrap();
+        assert_eq!(bl.to_vec2::<f64>().unwrap(), jl);
+        assert_eq!(bp.unwrap().to_vec2::<f64>().unwrap(), jp);
         for (i, c) in s.chunks(n).enumerate() {
             let gl = flat_grad(&m, &m.log_prob(c).unwrap().sum_all().unwrap());
             let gp = flat_grad(&m, &m.learned_phase(c).unwrap().unwrap().sum_all().unwrap());

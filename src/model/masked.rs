@@ -219,6 +219,17 @@ pub struct Sampled {
     pub log_q: Vec<f64>,
 }
 
+/// Per configuration of a block, what its images give a symmetrized wavefunction (see
+/// [`MaskedDiffusion::symmetric_weights`]).
+struct SymmetricWeights {
+    /// `log p_G` per configuration.
+    log_p: Vec<f64>,
+    /// `c_g = psi(g s) / sum_h psi(h s)` as (re, im), element-major.
+    c: Vec<(f64, f64)>,
+    /// `arg sum_g psi(g s)` per configuration.
+    theta: Vec<f64>,
+}
+
 /// The RG masked-diffusion model on one lattice with one schedule.
 pub struct MaskedDiffusion {
     cfg: ModelConfig,
@@ -416,11 +427,13 @@ impl MaskedDiffusion {
         Ok((lp, phi))
     }
 
-    /// Per configuration `i` of a block of `b` with image parts `(lp, phi)`: `log p_G` and
-    /// the complex weights `c_g = psi(g s) / sum_h psi(h s)` (re, im), element-major.
-    fn symmetric_weights(&self, lp: &[f64], phi: &[f64], b: usize) -> (Vec<f64>, Vec<(f64, f64)>) {
+    /// Per configuration `i` of a block of `b` with image parts `(lp, phi)`: `log p_G`, the
+    /// complex weights `c_g = psi(g s) / sum_h psi(h s)` (re, im; element-major) and the
+    /// symmetrized phase `arg sum_g psi(g s)`.
+    fn symmetric_weights(&self, lp: &[f64], phi: &[f64], b: usize) -> SymmetricWeights {
         let order = lp.len() / b;
         let mut lpg = Vec::with_capacity(b);
+        let mut theta = Vec::with_capacity(b);
         let mut c = vec![(0.0, 0.0); lp.len()];
         for i in 0..b {
             let max = (0..order).map(|k| lp[k * b + i]).fold(f64::MIN, f64::max);
@@ -435,12 +448,17 @@ impl MaskedDiffusion {
                 })
                 .collect();
             let total: num_complex::Complex64 = terms.iter().sum();
+            theta.push(total.arg());
             for (k, t) in terms.iter().enumerate() {
                 let w = t / total;
                 c[k * b + i] = (w.re, w.im);
             }
         }
-        (lpg, c)
+        SymmetricWeights {
+            log_p: lpg,
+            c,
+            theta,
+        }
     }
 
     /// `log p_G` and the learned part of the symmetrized phase of each configuration of `s`
@@ -449,30 +467,24 @@ impl MaskedDiffusion {
     /// whose model keeps its fixed phase).
     fn parts_symmetric(&self, g: &SymmetryGroup, s: &[u8]) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
         let n = self.n;
-        let order = g.order();
         let mut lp = Vec::with_capacity(s.len() / n);
         let mut learned = self.cfg.phase.is_learned().then(Vec::new);
         for c in s.chunks(self.symmetric_block(g) * n) {
-            let b = c.len() / n;
             let (l, phi) = self.image_parts(&g.images(c, n))?;
-            let (lpg, _) = self.symmetric_weights(&l, &phi, b);
-            lp.extend(lpg);
+            let w = self.symmetric_weights(&l, &phi, c.len() / n);
+            lp.extend(w.log_p);
             if let Some(out) = learned.as_mut() {
-                for i in 0..b {
-                    let max = (0..order).map(|k| l[k * b + i]).fold(f64::MIN, f64::max);
-                    let total: num_complex::Complex64 = (0..order)
-                        .map(|k| {
-                            num_complex::Complex64::from_polar(
-                                (0.5 * (l[k * b + i] - max)).exp(),
-                                phi[k * b + i],
-                            )
-                        })
-                        .sum();
-                    out.push(total.arg() - self.fixed_phase(&c[i * n..(i + 1) * n]));
-                }
+                out.extend(self.learned_part(c, &w.theta));
             }
         }
         Ok((lp, learned))
+    }
+
+    /// `theta - theta_fixed(s)` per configuration of `s`: the learned part of a whole phase.
+    fn learned_part<'s>(&'s self, s: &'s [u8], theta: &'s [f64]) -> impl Iterator<Item = f64> + 's {
+        s.chunks(self.n)
+            .zip(theta)
+            .map(|(c, t)| t - self.fixed_phase(c))
     }
 
     /// `sum_g w_g(s) J(g s)` per sample, from the per-sample gradients `jac` of the images of
@@ -484,34 +496,61 @@ impl MaskedDiffusion {
         Ok(jac.reshape((order, b, p))?.broadcast_mul(&w)?.sum(0)?)
     }
 
-    /// Per-sample gradients of `log p_G` (`phase = false`) or of the symmetrized phase
-    /// (`phase = true`) for a batch. With `c_g = psi(g s) / sum_h psi(h s)`:
-    /// `d log p_G = sum_g w_g d log p(g s)`, `w_g = p(g s) / sum_h p(h s)`, and
+    /// Per-sample gradients of `log p_G` (if `want_logp`) and of the symmetrized phase (if
+    /// `want_phase`) for a batch, sharing the images' Jacobians. With
+    /// `c_g = psi(g s) / sum_h psi(h s)`: `d log p_G = sum_g w_g d log p(g s)`,
+    /// `w_g = p(g s) / sum_h p(h s)`, and
     /// `d theta_G = Im d log sum_g psi(g s) = sum_g [Im c_g d log p(g s) / 2 + Re c_g d phi(g s)]`.
-    fn jacobian_symmetric(&self, g: &SymmetryGroup, s: &[u8], phase: bool) -> Result<Tensor> {
+    fn jacobians_symmetric(
+        &self,
+        g: &SymmetryGroup,
+        s: &[u8],
+        want_logp: bool,
+        want_phase: bool,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let n = self.n;
-        let mut blocks = Vec::new();
+        let order = g.order();
+        let (mut lps, mut phases) = (Vec::new(), Vec::new());
         for c in s.chunks(self.symmetric_block(g) * n) {
             let b = c.len() / n;
             let images = g.images(c, n);
             let (lp, phi) = self.image_parts(&images)?;
+            let w = self.symmetric_weights(&lp, &phi, b);
             let jl = self.log_prob_jacobian_raw(&images)?;
-            if !phase {
-                let (lpg, _) = self.symmetric_weights(&lp, &phi, b);
-                let order = g.order();
-                let w = (0..lp.len())
-                    .map(|r| (lp[r] - lpg[r % b]).exp() / order as f64)
+            if want_logp {
+                let wl = (0..lp.len())
+                    .map(|r| (lp[r] - w.log_p[r % b]).exp() / order as f64)
                     .collect();
-                blocks.push(self.combine_images(&jl, w, b)?);
-                continue;
+                lps.push(self.combine_images(&jl, wl, b)?);
             }
-            let (_, cw) = self.symmetric_weights(&lp, &phi, b);
-            let jt = self.phase_jacobian_raw(&images)?.expect("a learned phase");
-            let from_p = self.combine_images(&jl, cw.iter().map(|c| 0.5 * c.1).collect(), b)?;
-            let from_t = self.combine_images(&jt, cw.iter().map(|c| c.0).collect(), b)?;
-            blocks.push((from_p + from_t)?);
+            if want_phase {
+                let jt = self.phase_jacobian_raw(&images)?.expect("a learned phase");
+                let from_p =
+                    self.combine_images(&jl, w.c.iter().map(|c| 0.5 * c.1).collect(), b)?;
+                let from_t = self.combine_images(&jt, w.c.iter().map(|c| c.0).collect(), b)?;
+                phases.push((from_p + from_t)?);
+            }
         }
-        Ok(Tensor::cat(&blocks, 0)?)
+        let cat = |v: Vec<Tensor>| -> Result<Option<Tensor>> {
+            Ok(if v.is_empty() {
+                None
+            } else {
+                Some(Tensor::cat(&v, 0)?)
+            })
+        };
+        Ok((cat(lps)?, cat(phases)?))
+    }
+
+    /// The per-sample gradients of `log p` and, with a learned phase, of the phase (see
+    /// [`Self::log_prob_jacobian`], [`Self::phase_jacobian`]); with a symmetry group the two
+    /// share the images' evaluation and Jacobian of `log p`.
+    pub fn jacobians(&self, s: &[u8]) -> Result<(Tensor, Option<Tensor>)> {
+        let Some(g) = &self.symmetry else {
+            return Ok((self.log_prob_jacobian_raw(s)?, self.phase_jacobian_raw(s)?));
+        };
+        let learned = self.cfg.phase.is_learned();
+        let (jl, jt) = self.jacobians_symmetric(g, s, true, learned)?;
+        Ok((jl.expect("asked for"), jt))
     }
 
     /// The masks and indices of the step-causal convolutions (see [`CausalGather`]).
@@ -1064,7 +1103,10 @@ impl MaskedDiffusion {
     /// [`MaskedDiffusion::per_sample_grads`].
     pub fn log_prob_jacobian(&self, s: &[u8]) -> Result<Tensor> {
         if let Some(g) = &self.symmetry {
-            return self.jacobian_symmetric(g, s, false);
+            return Ok(self
+                .jacobians_symmetric(g, s, true, false)?
+                .0
+                .expect("asked for"));
         }
         self.log_prob_jacobian_raw(s)
     }
@@ -1112,7 +1154,7 @@ impl MaskedDiffusion {
             return Ok(None);
         }
         if let Some(g) = &self.symmetry {
-            return self.jacobian_symmetric(g, s, true).map(Some);
+            return Ok(self.jacobians_symmetric(g, s, false, true)?.1);
         }
         self.phase_jacobian_raw(s)
     }
@@ -1313,13 +1355,21 @@ impl MaskedDiffusion {
         let b = s.len() / n;
         let order = g.order();
         let images = g.images(s, n);
-        let (_, t0) = self.parts_symmetric(g, s)?;
-        let t0 = t0.expect("a learned phase");
         let lp = self.log_prob_raw(&images)?.reshape((order, b))?;
         let th = self
             .learned_phase_raw(&images)?
             .expect("a learned phase")
             .reshape((order, b))?;
+        // The value t0 from the same evaluation, on the host.
+        let lp_host: Vec<f64> = lp.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+        let th_host: Vec<f64> = th.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+        let phi: Vec<f64> = th_host
+            .iter()
+            .zip(images.chunks(n))
+            .map(|(t, c)| t + self.fixed_phase(c))
+            .collect();
+        let w = self.symmetric_weights(&lp_host, &phi, b);
+        let t0: Vec<f64> = self.learned_part(s, &w.theta).collect();
         // Constant part of u_g: fixed(g s) - fixed(s) - t0.
         let shift: Vec<f64> = (0..order * b)
             .map(|r| {
@@ -1418,7 +1468,11 @@ impl MaskedDiffusion {
     /// `log psi` of a batch whose `log p` is already known (e.g. from sampling): adds the
     /// phase.
     pub fn log_psi_with(&self, s: &[u8], logp: &[f64]) -> Result<Vec<num_complex::Complex64>> {
-        if let Some(g) = &self.symmetry {
+        if let Some(g) = self
+            .symmetry
+            .as_ref()
+            .filter(|_| self.cfg.phase.is_learned())
+        {
             let (_, learned) = self.parts_symmetric(g, s)?;
             return Ok(self.combine(s, logp, learned.as_deref()));
         }

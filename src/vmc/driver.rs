@@ -656,13 +656,15 @@ impl<'a> Vmc<'a> {
             Ok((j.broadcast_sub(&mean)?.broadcast_mul(&rows)? * (scale / sq))?)
         };
         let model = &self.model;
-        let jac = self.gather_rows(s, first, &chunks, |sc| model.log_prob_jacobian(sc))?;
-        let mut blocks = vec![centre(jac, 0.5)?];
+        // Both Jacobians side by side (one call: a symmetrized model shares their work).
+        let both = self.gather_rows(s, first, &chunks, |sc| match model.jacobians(sc)? {
+            (jl, Some(jt)) => Ok(Tensor::cat(&[jl, jt], 1)?),
+            (jl, None) => Ok(jl),
+        })?;
+        let p = model.n_params();
+        let mut blocks = vec![centre(both.narrow(1, 0, p)?, 0.5)?];
         if model.config().phase.is_learned() {
-            let jp = self.gather_rows(s, first, &chunks, |sc| {
-                Ok(model.phase_jacobian(sc)?.expect("a learned phase"))
-            })?;
-            blocks.push(centre(jp, 1.0)?);
+            blocks.push(centre(both.narrow(1, p, p)?, 1.0)?);
         }
         // In f64: the Gram matrix of a Jacobian with large entries (learned phases) lost
         // positive definiteness to f32 rounding at a small diagonal shift.
