@@ -292,8 +292,10 @@ struct GroundStateArgs {
     /// conditional from one pass, much cheaper gradients with --scheme autoregressive)
     #[arg(long, default_value = "masked")]
     network: String,
-    /// Phase of the wavefunction: none | marshall | learned | marshall+learned
-    #[arg(long, default_value = "none")]
+    /// Phase of the wavefunction: auto (chosen from the model: none for stoquastic ones,
+    /// marshall for bipartite antiferromagnets, marshall+learned for J1-J2, learned
+    /// otherwise) | none | marshall | learned | marshall+learned
+    #[arg(long, default_value = "auto")]
     phase: String,
     /// Restrict the wavefunction to total S^z (spin 1/2, --scheme autoregressive, a
     /// Hamiltonian that conserves S^z), e.g. --sz 0 for an antiferromagnet's singlet.
@@ -741,7 +743,12 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     width: a.width,
                     depth: a.depth,
                     kernel: a.kernel,
-                    phase: Phase::parse(&a.phase)?,
+                    phase: if a.phase == "auto" {
+                        let problem = rgdiff::spec::load(&file)?;
+                        Phase::default_for(&problem.model, &problem.lattice)
+                    } else {
+                        Phase::parse(&a.phase)?
+                    },
                     sz: a.sz,
                     network: Network::parse(&a.network)?,
                     symmetry: a.symmetry.clone().filter(|g| g != "none"),
@@ -810,12 +817,13 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
         return Ok(());
     }
     eprintln!(
-        "rgdiff ground-state: {} ({}), scheme {} ({} steps), {} network, {} parameters, {} samples x {} iterations{ranks}, run directory {}",
+        "rgdiff ground-state: {} ({}), scheme {} ({} steps), {} network, phase {}, {} parameters, {} samples x {} iterations{ranks}, run directory {}",
         problem.path,
         report::lattice_label(&problem),
         run.cfg.scheme,
         run.vmc.model.schedule().n_steps(),
         run.cfg.model.network.name(),
+        run.cfg.model.phase.name(),
         run.vmc.model.n_params(),
         run.cfg.vmc.samples,
         run.cfg.vmc.iters,

@@ -185,6 +185,9 @@ pub fn summary_text(s: &crate::run::Summary, dir: &std::path::Path) -> String {
     }
     line("parameters", s.n_params.to_string());
     line("run directory", dir.display().to_string());
+    for w in &s.warnings {
+        line("warning", w.clone());
+    }
     out
 }
 

@@ -94,6 +94,20 @@ pub struct Summary {
     pub trained_energy: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trained_energy_error: Option<f64>,
+    /// `p` of the most probable of the final samples (near 1: the state is nearly one
+    /// configuration; see [`crate::vmc::concentration`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_max: Option<f64>,
+    /// What the numbers above should be read with (a collapse onto one configuration).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Summary {
+    /// True when the final state has collapsed onto one configuration.
+    pub fn collapsed(&self) -> bool {
+        self.warnings.iter().any(|w| w.starts_with("collapsed"))
+    }
 }
 
 fn one() -> usize {
@@ -496,6 +510,7 @@ impl<'a> Run<'a> {
             self.vmc.check_ranks_agree()?;
         }
         let mut status = "finished";
+        let mut collapse_reported = false;
         let mut sps = Vec::new();
         let mut comm_seconds = Vec::new();
         let mut wait_seconds = Vec::new();
@@ -528,6 +543,10 @@ impl<'a> Run<'a> {
             comm_seconds.push(stats.comm_seconds);
             wait_seconds.push(stats.wait_seconds);
             monitor.iteration(&stats, self.exact_energy);
+            if let (Some(w), false) = (&stats.collapse, collapse_reported) {
+                monitor.message(&format!("warning: iteration {}: {w}", stats.iter));
+                collapse_reported = true;
+            }
             if self
                 .vmc
                 .iter
@@ -567,6 +586,7 @@ impl<'a> Run<'a> {
         let b = self.cfg.eval_samples.max(2);
         let n = self.vmc.model.n_sites();
         let mut trained = None;
+        let (mut p_max, mut warnings) = (None, Vec::new());
         let (energy, error, variance, v_score) = if status == "diverged" {
             (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
         } else {
@@ -579,8 +599,15 @@ impl<'a> Run<'a> {
                 let group = SymmetryGroup::parse(spec, &problem.lattice, d, self.cfg.model.sz)?;
                 self.vmc.model.set_symmetry(group);
             }
-            let (_, _, eloc) = self.vmc.sample_energies_parallel(b, usize::MAX / 2)?;
+            let (s, log_p, eloc) = self.vmc.sample_energies_parallel(b, usize::MAX / 2)?;
             let (e, _, err, var, vs) = crate::vmc::driver::energy_stats(&eloc, n);
+            let first =
+                parallel::Chunks::new(b, self.cfg.vmc.chunks, self.vmc.comm.size(), "--chunks")?
+                    .items_of_rank(self.vmc.comm.rank(), self.vmc.comm.size())
+                    .start;
+            let (p, collapse) = self.vmc.collapse_check(&s, &log_p, first, e, var)?;
+            p_max = Some(p);
+            warnings.extend(collapse);
             (e, err, var, vs)
         };
         let seconds = self.seconds_before + t0.elapsed().as_secs_f64();
@@ -621,6 +648,8 @@ impl<'a> Run<'a> {
             symmetry: self.vmc.model.symmetry().map(|g| g.name().to_string()),
             trained_energy: trained.map(|t| t.0),
             trained_energy_error: trained.map(|t| t.1),
+            p_max,
+            warnings,
         };
         if !self.root {
             return Ok(summary);

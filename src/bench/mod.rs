@@ -36,7 +36,6 @@ use crate::error::{Error, Result};
 use crate::exact::{self, closed_form, ExactOptions};
 use crate::lattice::Shape;
 use crate::model::{MaskedDiffusion, ModelConfig, Network, Phase};
-use crate::operator::Model;
 use crate::rg::Schedule;
 use crate::run::{self, Monitor, Run, RunConfig};
 use crate::spec::{self, Problem};
@@ -293,7 +292,9 @@ pub struct BenchRecord {
     pub reference_energy: Option<f64>,
     pub reference_source: ReferenceSource,
     /// `finished` (all planned iterations), `budget` (stopped by the wall-clock budget),
-    /// `interrupted` (Ctrl-C) or `diverged`.
+    /// `interrupted` (Ctrl-C), `diverged`, or `collapsed` (the state ended on one
+    /// configuration: its energy is that configuration's and its near-zero variance an
+    /// artefact of the samples, see [`crate::vmc::concentration`]).
     pub status: String,
     pub energy: f64,
     pub energy_error: f64,
@@ -428,19 +429,10 @@ pub fn file_reference(text: &str) -> Option<f64> {
     None
 }
 
-/// The phase the bench gives the wavefunction of a model: none for the (stoquastic) TFIM,
-/// Marshall's sign for unfrustrated antiferromagnets (`J > 0`, no `J2`) on bipartite lattices,
-/// Marshall's sign times a learned phase for J1-J2 (`J1 > 0`) on bipartite lattices, the
-/// learned phase otherwise (phi^4, `terms`).
+/// The phase the bench gives the wavefunction of a model: [`Phase::default_for`], the
+/// phase `rgdiff ground-state --phase auto` takes.
 pub fn default_phase(problem: &Problem) -> Phase {
-    let bipartite = problem.lattice.is_bipartite();
-    match &problem.model {
-        Model::Tfim { .. } => Phase::None,
-        Model::Heisenberg { j } | Model::Xxz { j, .. } if *j > 0.0 && bipartite => Phase::Marshall,
-        Model::Heisenberg { j } | Model::Xxz { j, .. } if *j < 0.0 => Phase::None,
-        Model::J1J2 { j1, .. } if *j1 > 0.0 && bipartite => Phase::MarshallLearned,
-        _ => Phase::Learned,
-    }
+    Phase::default_for(&problem.model, &problem.lattice)
 }
 
 /// The reference energy of `problem` (see the module documentation for the order).
@@ -892,7 +884,10 @@ fn run_one(
     };
     match result {
         Ok(s) => {
-            let status = if s.status == "finished" {
+            let status = if s.collapsed() {
+                // The energy is one configuration's, the zero variance an artefact.
+                "collapsed"
+            } else if s.status == "finished" {
                 "finished"
             } else if monitor.by_budget {
                 "budget"

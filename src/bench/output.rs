@@ -152,7 +152,7 @@ pub fn markdown(report: &BenchReport) -> String {
         "Relative error `(E - E0) / |E0|`; V-score `N Var(E_loc) / E^2`; the energy is the mean \
          local energy of {} fresh samples after the last iteration, with its standard error. \
          Budget {} s per run (at most {} iterations of {} samples, Adam, lr {}), seed {}, \
-         device {}; peak RSS is the process's `VmHWM` during the run{}.",
+         device {}; peak RSS is the process's `VmHWM` during the run{}{}.",
         4 * report.samples,
         report.budget_seconds,
         report.max_iters,
@@ -164,6 +164,12 @@ pub fn markdown(report: &BenchReport) -> String {
             " (reset before each run)"
         } else {
             " (not resettable here: the process's peak so far)"
+        },
+        if report.records.iter().any(|r| r.status == "collapsed") {
+            "; status `collapsed`: the state ended on one configuration (its energy is that \
+             configuration's, its near-zero variance an artefact of the samples)"
+        } else {
+            ""
         }
     );
     let _ = writeln!(s);

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::lattice::{Lattice, Shape};
+use crate::operator::{Model, OscillatorBasis};
 use crate::rg::Schedule;
 
 use super::activation::FastTanh;
@@ -84,6 +85,34 @@ impl Phase {
     /// Whether Marshall's sign is part of the phase.
     pub fn has_marshall(self) -> bool {
         matches!(self, Phase::Marshall | Phase::MarshallLearned)
+    }
+
+    /// The phase a model's ground state needs (`--phase auto`):
+    /// - `none` where the Hamiltonian is stoquastic in the computational basis (off-diagonal
+    ///   elements `<= 0`, so the ground state is positive): the TFIM with `h >= 0`,
+    ///   ferromagnetic Heisenberg and XXZ (`J < 0`), phi^4 in the local basis (up to tiny
+    ///   elements near the cutoff, see the README's conventions);
+    /// - `marshall` for antiferromagnets (`J > 0`) on bipartite lattices, whose ground state
+    ///   has Marshall's sign `(-1)^{#down on sublattice A}`;
+    /// - `marshall+learned` for J1-J2 (`J1 > 0`) on bipartite lattices: Marshall's sign is
+    ///   close but not exact once `J2 > 0`, the learned phase corrects it;
+    /// - `learned` otherwise (phi^4 in the Fock basis, where `lambda phi^4` has positive
+    ///   off-diagonal elements; frustrated lattices; term lists).
+    pub fn default_for(model: &Model, lattice: &Lattice) -> Phase {
+        let bipartite = lattice.is_bipartite();
+        match model {
+            Model::Tfim { h, .. } if *h >= 0.0 => Phase::None,
+            Model::Heisenberg { j } | Model::Xxz { j, .. } if *j > 0.0 && bipartite => {
+                Phase::Marshall
+            }
+            Model::Heisenberg { j } | Model::Xxz { j, .. } if *j < 0.0 => Phase::None,
+            Model::J1J2 { j1, .. } if *j1 > 0.0 && bipartite => Phase::MarshallLearned,
+            Model::Phi4 {
+                basis: OscillatorBasis::Local,
+                ..
+            } => Phase::None,
+            _ => Phase::Learned,
+        }
     }
 }
 

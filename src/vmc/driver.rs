@@ -44,6 +44,7 @@ use std::time::Instant;
 use std::sync::Arc;
 
 use super::adam::Adam;
+use super::concentration;
 use super::local_energy::local_energies;
 use super::minsr::{cholesky_solve, SrRows};
 use crate::error::{Error, Result};
@@ -147,6 +148,14 @@ pub struct IterationStats {
     /// for exact samples).
     #[serde(default)]
     pub ess: f64,
+    /// `p` of the most probable sample (exact, from the model): near 1 when the state has
+    /// concentrated on one configuration.
+    #[serde(default)]
+    pub p_max: f64,
+    /// The warning of [`concentration::collapse_warning`] when the state has collapsed onto
+    /// one configuration (checked on this rank's samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse: Option<String>,
 }
 
 /// Importance weights `w_b = p(s_b) / q(s_b)` from `log p - log q`, normalised to mean 1 (the
@@ -461,6 +470,7 @@ impl<'a> Vmc<'a> {
             )));
         }
         let entropy = -logp.iter().zip(&w).map(|(l, w)| l * w).sum::<f64>() / b as f64;
+        let (p_max, collapse) = self.collapse_check(&s, &logp, mine.start, energy, variance)?;
         let temp = self.temperature_at(t);
         let mean_lp = -entropy;
         // Weights of log p (real part) and theta (imaginary part) in the surrogate, times the
@@ -500,7 +510,42 @@ impl<'a> Vmc<'a> {
             comm_seconds: self.comm.comm_seconds() - comm0,
             wait_seconds: self.comm.wait_seconds() - wait0,
             ess,
+            p_max,
+            collapse,
         })
+    }
+
+    /// `p` of the most probable sample of a batch (`log_p` of the whole batch) and, when it
+    /// is at least [`concentration::CONCENTRATED`], the collapse warning from the exact
+    /// neighbourhood of this rank's most probable sample (`s`: this rank's samples, which
+    /// start at sample `first` of the batch).
+    pub fn collapse_check(
+        &self,
+        s: &[u8],
+        log_p: &[f64],
+        first: usize,
+        energy: f64,
+        variance: f64,
+    ) -> Result<(f64, Option<String>)> {
+        let n = self.model.n_sites();
+        let p_max = concentration::most_probable(log_p).map_or(0.0, |m| m.1);
+        if p_max < concentration::CONCENTRATED || s.is_empty() {
+            return Ok((p_max, None));
+        }
+        let mine = &log_p[first..first + s.len() / n];
+        let Some((i, _)) = concentration::most_probable(mine) else {
+            return Ok((p_max, None));
+        };
+        let (v_s, size) = concentration::neighbourhood_variance(
+            &self.model,
+            self.op,
+            &s[i * n..(i + 1) * n],
+            energy,
+        )?;
+        Ok((
+            p_max,
+            concentration::collapse_warning(p_max, v_s, size, variance, energy),
+        ))
     }
 
     /// Gradient of the surrogate `(1/B) sum_b [wa_b log p_b + 2 wp_b theta_b]`, accumulated

@@ -74,7 +74,12 @@ pub fn local_energies(
                 .flat_map(move |(i, &m)| std::iter::repeat_n(bi * BLOCK + i, m))
         })
         .collect();
-    let lp = log_psi(&all, &parents)?;
+    // A diagonal operator, or samples without off-diagonal elements, connect to nothing.
+    let lp = if all.is_empty() {
+        Vec::new()
+    } else {
+        log_psi(&all, &parents)?
+    };
     let mut out = Vec::with_capacity(b);
     let (mut i, mut k) = (0, 0);
     for blk in &blocks {

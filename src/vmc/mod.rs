@@ -3,6 +3,7 @@
 //! the energy by one backward pass (estimators.md).
 
 pub mod adam;
+pub mod concentration;
 pub mod driver;
 pub mod local_energy;
 pub mod minsr;
