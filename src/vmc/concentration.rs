@@ -94,8 +94,9 @@ pub fn collapse_warning(
             "collapsed: the state puts p = {p_max:.6} on one configuration; the samples' variance \
              ({variance:.3e}) misses that of its {} neighbours, which alone contribute {v_s:.3e} \
              (exact, by enumeration), so the energy is that of one configuration and the small \
-             variance and V-score do not mean convergence. Try --anneal T0 (an entropy bonus that \
-             keeps p spread), --optimizer sr, a phase option (--phase), or the settings in the \
+             variance and V-score do not mean convergence. Try --optimizer sr with --temper 0.25 \
+             (training samples from a broadened p, so the neighbours are seen), --anneal T0 (an \
+             entropy bonus that keeps p spread), a phase option (--phase), or the settings in the \
              README's accuracy table",
             size - 1
         )
