@@ -2,7 +2,7 @@
 //! from the CLI a state that collapses onto the Néel configuration is reported as such while
 //! a converging one is not.
 
-use std::process::Command;
+mod common;
 
 use candle_core::{DType, Device};
 use num_complex::Complex64;
@@ -12,6 +12,8 @@ use rgdiff::operator::{Connections, Hamiltonian, Model};
 use rgdiff::rg::Schedule;
 use rgdiff::vmc::concentration::{most_probable, neighbourhood_variance};
 use rgdiff::vmc::local_energies;
+
+use common::{all_configs, heisenberg_chain_file, read_summary, rgdiff};
 
 /// `V_S` equals `sum_{s in S} p(s) |E_loc(s) - E|^2` over the enumerated neighbourhood and is
 /// at most the exact variance `sum_s p(s) |E_loc(s) - <H>|^2`, for random networks on
@@ -60,10 +62,7 @@ fn neighbourhood_sum_is_a_lower_bound_of_the_exact_variance() {
         let h = Hamiltonian::compile(hilbert, &m.terms(&lat));
         let op = h.as_operator();
         let dim = hilbert.dim().unwrap() as usize;
-        let mut all = vec![0u8; dim * 6];
-        for i in 0..dim {
-            hilbert.config_of(i as u64, &mut all[i * 6..(i + 1) * 6]);
-        }
+        let all = all_configs(hilbert);
         let lpsi = net.log_psi(&all).unwrap();
         let eloc = local_energies(op, &all, 6, &lpsi, &|c, _| net.log_psi(c)).unwrap();
         let p: Vec<f64> = lpsi.iter().map(|l| (2.0 * l.re).exp()).collect();
@@ -97,13 +96,6 @@ fn neighbourhood_sum_is_a_lower_bound_of_the_exact_variance() {
     }
 }
 
-fn rgdiff(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rgdiff"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
 /// Without Marshall's sign the Heisenberg chain's best positive state is (close to) the Néel
 /// configuration: Adam collapses onto it within a few dozen iterations, the samples' variance
 /// drops to rounding and the run must say that this is a collapse, not convergence. With the
@@ -111,13 +103,7 @@ fn rgdiff(args: &[&str]) -> std::process::Output {
 #[test]
 fn cli_reports_a_collapse_onto_one_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("heis8.toml");
-    std::fs::write(
-        &file,
-        "[lattice]\nshape = \"chain\"\nsize = [8]\n[model]\nkind = \"heisenberg\"\nJ = 1\n",
-    )
-    .unwrap();
-    let file = file.display().to_string();
+    let file = heisenberg_chain_file(dir.path(), 8);
     let small = [
         "--samples",
         "128",
@@ -147,9 +133,7 @@ fn cli_reports_a_collapse_onto_one_configuration() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = std::fs::read_to_string(out_dir.join("summary.json")).unwrap();
-        let summary: serde_json::Value = serde_json::from_str(&text).unwrap();
-        (out, summary)
+        (out, read_summary(&out_dir))
     };
     let (out, summary) = run("none", "none");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::{DType, Device};
-use common::flat_grad;
+use common::{all_configs, flat_grad, heisenberg_chain_file, read_summary, rgdiff};
 use num_complex::Complex64;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -15,16 +15,6 @@ use rgdiff::model::{MaskedDiffusion, ModelConfig, Network, Phase, SymmetryGroup}
 use rgdiff::operator::{Hamiltonian, Model};
 use rgdiff::rg::Schedule;
 use rgdiff::vmc::local_energies;
-
-fn all_configs(n: usize) -> Vec<u8> {
-    let h = Hilbert::new(n, LocalSpace::Spin);
-    let dim = h.dim().unwrap() as usize;
-    let mut out = vec![0u8; dim * n];
-    for i in 0..dim {
-        h.config_of(i as u64, &mut out[i * n..(i + 1) * n]);
-    }
-    out
-}
 
 /// Index of a spin-1/2 configuration in [`all_configs`] order (site `x` is bit `x`).
 fn index(s: &[u8]) -> usize {
@@ -76,7 +66,7 @@ fn symmetric_probabilities_sum_to_one_and_are_invariant() {
     for (lat, network, group) in cases() {
         let n = lat.n_sites();
         let m = net(&lat, Phase::Learned, network, group, 3);
-        let all = all_configs(n);
+        let all = all_configs(Hilbert::new(n, LocalSpace::Spin));
         let lpsi = m.log_psi(&all).unwrap();
         let z: f64 = lpsi.iter().map(|l| (2.0 * l.re).exp()).sum();
         assert!((z - 1.0).abs() < 1e-10, "{group}: sum p_G = {z}");
@@ -119,7 +109,7 @@ fn symmetric_samples_follow_p_g() {
     for (lat, network, group) in cases() {
         let n = lat.n_sites();
         let m = net(&lat, Phase::None, network, group, 7);
-        let all = all_configs(n);
+        let all = all_configs(Hilbert::new(n, LocalSpace::Spin));
         let p: Vec<f64> = m
             .log_psi(&all)
             .unwrap()
@@ -178,7 +168,7 @@ fn symmetric_local_energy_mean_is_the_rayleigh_quotient() {
     let n = lat.n_sites();
     for network in [Network::Causal, Network::Masked] {
         let net = net(&lat, Phase::MarshallLearned, network, "point,flip", 5);
-        let all = all_configs(n);
+        let all = all_configs(Hilbert::new(n, LocalSpace::Spin));
         let lpsi = net.log_psi(&all).unwrap();
         let eloc = local_energies(op, &all, n, &lpsi, &|c, _| net.log_psi(c)).unwrap();
         let mean: Complex64 = eloc
@@ -217,27 +207,10 @@ fn symmetric_jacobians_are_the_gradients() {
     }
 }
 
-fn rgdiff(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_rgdiff"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn read_summary(dir: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
-}
-
 #[test]
 fn cli_symmetry_options() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("heis6.toml");
-    std::fs::write(
-        &file,
-        "[lattice]\nshape = \"chain\"\nsize = [6]\n[model]\nkind = \"heisenberg\"\nJ = 1\n",
-    )
-    .unwrap();
-    let file = file.display().to_string();
+    let file = heisenberg_chain_file(dir.path(), 6);
     let small = [
         "--samples",
         "64",

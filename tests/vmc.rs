@@ -4,26 +4,15 @@
 mod common;
 
 use candle_core::{DType, Device};
-use common::flat_grad;
+use common::{all_configs, flat_grad};
 use num_complex::Complex64;
 use rgdiff::exact::dense::{dense_matrix, eigenvalues};
-use rgdiff::hilbert::Hilbert;
 use rgdiff::lattice::{Boundary, Lattice};
 use rgdiff::model::{MaskedDiffusion, ModelConfig, Network, Phase};
 use rgdiff::operator::{Hamiltonian, Model};
 use rgdiff::rg::Schedule;
 use rgdiff::vmc::driver::{importance_weights, weighted_energy_stats};
 use rgdiff::vmc::{local_energies, Vmc, VmcConfig};
-
-fn all_configs(h: Hilbert) -> Vec<u8> {
-    let dim = h.dim().unwrap() as usize;
-    let n = h.n_sites;
-    let mut out = vec![0u8; dim * n];
-    for i in 0..dim {
-        h.config_of(i as u64, &mut out[i * n..(i + 1) * n]);
-    }
-    out
-}
 
 fn model(lat: &Lattice, d: usize, phase: Phase, dtype: DType, seed: u64) -> MaskedDiffusion {
     let cfg = ModelConfig {

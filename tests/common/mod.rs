@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: closed-form reference values and tolerances.
+//! Helpers shared by the integration tests: closed-form reference values and tolerances,
+//! enumeration of small spaces, and running the CLI.
 
 #![allow(dead_code)]
 
@@ -66,4 +67,42 @@ pub fn rayleigh_quotient(
         }
     }
     num / psi.iter().map(|p| p.norm_sqr()).sum::<f64>()
+}
+
+/// Every configuration of `h` (row-major, `h.n_sites` entries each), in index order.
+pub fn all_configs(h: rgdiff::hilbert::Hilbert) -> Vec<u8> {
+    let dim = h.dim().unwrap() as usize;
+    let n = h.n_sites;
+    let mut out = vec![0u8; dim * n];
+    for i in 0..dim {
+        h.config_of(i as u64, &mut out[i * n..(i + 1) * n]);
+    }
+    out
+}
+
+/// Runs the `rgdiff` binary with `args`.
+pub fn rgdiff(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rgdiff"))
+        .args(args)
+        .output()
+        .expect("the rgdiff binary runs")
+}
+
+/// The `summary.json` of the run directory `dir`.
+pub fn read_summary(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// Writes the periodic spin-1/2 Heisenberg chain of `n` sites (`J = 1`) as `dir/heisN.toml`
+/// and returns its path.
+pub fn heisenberg_chain_file(dir: &std::path::Path, n: usize) -> String {
+    let file = dir.join(format!("heis{n}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "[lattice]\nshape = \"chain\"\nsize = [{n}]\n[model]\nkind = \"heisenberg\"\nJ = 1\n"
+        ),
+    )
+    .unwrap();
+    file.display().to_string()
 }
