@@ -106,7 +106,9 @@ pub struct Summary {
 impl Summary {
     /// True when the final state has collapsed onto one configuration.
     pub fn collapsed(&self) -> bool {
-        self.warnings.iter().any(|w| w.starts_with("collapsed"))
+        self.warnings
+            .iter()
+            .any(|w| w.starts_with(crate::vmc::concentration::COLLAPSED))
     }
 }
 
@@ -601,11 +603,7 @@ impl<'a> Run<'a> {
             }
             let (s, log_p, eloc) = self.vmc.sample_energies_parallel(b, usize::MAX / 2)?;
             let (e, _, err, var, vs) = crate::vmc::driver::energy_stats(&eloc, n);
-            let first =
-                parallel::Chunks::new(b, self.cfg.vmc.chunks, self.vmc.comm.size(), "--chunks")?
-                    .items_of_rank(self.vmc.comm.rank(), self.vmc.comm.size())
-                    .start;
-            let (p, collapse) = self.vmc.collapse_check(&s, &log_p, first, e, var)?;
+            let (p, collapse) = self.vmc.collapse_check(&s, &log_p, e, var)?;
             p_max = Some(p);
             warnings.extend(collapse);
             (e, err, var, vs)

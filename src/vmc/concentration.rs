@@ -30,6 +30,9 @@ use crate::vmc::local_energy::local_energies;
 /// worth computing.
 pub const CONCENTRATED: f64 = 0.99;
 
+/// How a collapse warning starts ([`collapse_warning`]; `Summary::collapsed` looks for it).
+pub const COLLAPSED: &str = "collapsed";
+
 /// The variance seen by the samples is this many times below the exact neighbourhood's
 /// lower bound in a collapse.
 pub const MISSED_FACTOR: f64 = 10.0;
@@ -91,7 +94,7 @@ pub fn collapse_warning(
     let floor = 1e-12 * energy * energy;
     (p_max >= CONCENTRATED && v_s > MISSED_FACTOR * variance && v_s > floor).then(|| {
         format!(
-            "collapsed: the state puts p = {p_max:.6} on one configuration; the samples' variance \
+            "{COLLAPSED}: the state puts p = {p_max:.6} on one configuration; the samples' variance \
              ({variance:.3e}) misses that of its {} neighbours, which alone contribute {v_s:.3e} \
              (exact, by enumeration), so the energy is that of one configuration and the small \
              variance and V-score do not mean convergence. Try --optimizer sr with --temper 0.25 \

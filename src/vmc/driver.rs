@@ -470,7 +470,7 @@ impl<'a> Vmc<'a> {
             )));
         }
         let entropy = -logp.iter().zip(&w).map(|(l, w)| l * w).sum::<f64>() / b as f64;
-        let (p_max, collapse) = self.collapse_check(&s, &logp, mine.start, energy, variance)?;
+        let (p_max, collapse) = self.collapse_check(&s, &logp, energy, variance)?;
         let temp = self.temperature_at(t);
         let mean_lp = -entropy;
         // Weights of log p (real part) and theta (imaginary part) in the surrogate, times the
@@ -517,25 +517,26 @@ impl<'a> Vmc<'a> {
 
     /// `p` of the most probable sample of a batch (`log_p` of the whole batch) and, when it
     /// is at least [`concentration::CONCENTRATED`], the collapse warning from the exact
-    /// neighbourhood of this rank's most probable sample (`s`: this rank's samples, which
-    /// start at sample `first` of the batch).
+    /// neighbourhood of this rank's most probable sample (`s`: this rank's samples, its
+    /// chunks of the batch).
     pub fn collapse_check(
         &self,
         s: &[u8],
         log_p: &[f64],
-        first: usize,
         energy: f64,
         variance: f64,
     ) -> Result<(f64, Option<String>)> {
-        let n = self.model.n_sites();
         let p_max = concentration::most_probable(log_p).map_or(0.0, |m| m.1);
         if p_max < concentration::CONCENTRATED || s.is_empty() {
             return Ok((p_max, None));
         }
-        let mine = &log_p[first..first + s.len() / n];
-        let Some((i, _)) = concentration::most_probable(mine) else {
+        let ranks = self.comm.size();
+        let mine = Chunks::new(log_p.len(), self.cfg.chunks, ranks, "--chunks")?
+            .items_of_rank(self.comm.rank(), ranks);
+        let Some((i, _)) = concentration::most_probable(&log_p[mine]) else {
             return Ok((p_max, None));
         };
+        let n = self.model.n_sites();
         let (v_s, size) = concentration::neighbourhood_variance(
             &self.model,
             self.op,
