@@ -15,6 +15,7 @@ pub mod masked;
 pub mod params;
 pub mod score;
 pub mod symmetry;
+pub mod unique;
 
 pub use masked::{MaskedDiffusion, ModelConfig, Network, Phase, Sampled};
 pub use score::{ScoreConfig, ScoreNet};

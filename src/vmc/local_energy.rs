@@ -2,8 +2,9 @@
 //!
 //! The connected configurations of every sample are generated in parallel (rayon) from the
 //! Hamiltonian's [`Operator::connected`] (which gives `H[s', s]`; `H[s, s'] = conj(H[s', s])`),
-//! then `log psi` of all of them is evaluated by the model (which knows which sample each came
-//! from, so it can reuse what the sample's own evaluation computed), and
+//! then `log psi` of the distinct ones is evaluated by the model (which knows which sample each
+//! came from, so it can reuse what the sample's own evaluation computed; a configuration
+//! connected to several samples, or to a repeated sample, is evaluated once), and
 //! `E_loc(s) = H[s, s] + sum conj(H[s', s]) exp(log psi(s') - log psi(s))` in complex
 //! arithmetic.
 
@@ -11,6 +12,7 @@ use num_complex::Complex64;
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::model::unique::Unique;
 use crate::operator::{Connections, Operator};
 
 /// Connected elements of a block of samples, flattened.
@@ -78,7 +80,13 @@ pub fn local_energies(
     let lp = if all.is_empty() {
         Vec::new()
     } else {
-        log_psi(&all, &parents)?
+        let u = Unique::new(&all, n);
+        if u.all_distinct() {
+            log_psi(&all, &parents)?
+        } else {
+            let parents: Vec<usize> = u.first.iter().map(|&r| parents[r]).collect();
+            u.spread(&log_psi(&u.configs(&all, n), &parents)?)
+        }
     };
     let mut out = Vec::with_capacity(b);
     let (mut i, mut k) = (0, 0);
