@@ -29,6 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
+use super::unique::Unique;
 use crate::error::{Error, Result};
 use crate::lattice::{Lattice, Shape};
 use crate::operator::{Model, OscillatorBasis};
@@ -827,6 +828,11 @@ impl MaskedDiffusion {
         &self.device
     }
 
+    /// The floating-point type of the parameters and activations.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     pub fn n_sites(&self) -> usize {
         self.n
     }
@@ -1571,25 +1577,40 @@ impl MaskedDiffusion {
         for (k, sites) in self.schedule.steps().iter().enumerate() {
             // The causal network's output at the sites of step k is their conditional
             // whatever the (not yet drawn, zero) states of later sites.
-            let steps = self.step_rows(k, b);
-            let out = self.forward(&self.encode(&s, &steps)?, &steps)?;
-            let lsm = candle_nn::ops::log_softmax(&self.logits(&out, &s, &steps)?, 2)?;
+            // Rows that agree on the sites drawn so far (the rest are zero) have the same
+            // conditionals: the network sees each distinct partial configuration once.
+            let distinct = Unique::new(&s, n);
+            let rows = if distinct.all_distinct() {
+                None
+            } else {
+                Some(distinct.configs(&s, n))
+            };
+            let seen = rows.as_deref().unwrap_or(&s);
+            let steps = self.step_rows(k, seen.len() / n);
+            let out = self.forward(&self.encode(seen, &steps)?, &steps)?;
+            let lsm = candle_nn::ops::log_softmax(&self.logits(&out, seen, &steps)?, 2)?;
             let lsm: Vec<f64> = lsm.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
             for i in 0..b {
+                let row = if rows.is_some() {
+                    distinct.of_row[i]
+                } else {
+                    i
+                };
                 for &x in sites {
                     let at = (i * n + x) * d;
-                    cond[at..at + d].copy_from_slice(&lsm[at..at + d]);
+                    let from = (row * n + x) * d;
+                    cond[at..at + d].copy_from_slice(&lsm[from..from + d]);
                     let lsm = if beta == 1.0 {
-                        &lsm[at..at + d]
+                        &lsm[from..from + d]
                     } else {
                         // log q = beta log p - log sum_u p(u)^beta (max-shifted).
-                        let max = lsm[at..at + d].iter().fold(f64::MIN, |a, &v| a.max(v));
-                        let z = lsm[at..at + d]
+                        let max = lsm[from..from + d].iter().fold(f64::MIN, |a, &v| a.max(v));
+                        let z = lsm[from..from + d]
                             .iter()
                             .map(|&v| (beta * (v - max)).exp())
                             .sum::<f64>()
                             .ln();
-                        for (q, &v) in lq.iter_mut().zip(&lsm[at..at + d]) {
+                        for (q, &v) in lq.iter_mut().zip(&lsm[from..from + d]) {
                             // Forbidden values stay forbidden.
                             *q = if v > f64::from(FORBIDDEN) / 2.0 {
                                 beta * (v - max) - z
