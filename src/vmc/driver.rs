@@ -48,6 +48,7 @@ use super::concentration;
 use super::local_energy::local_energies;
 use super::minsr::{cholesky_solve, SrRows};
 use crate::error::{Error, Result};
+use crate::model::unique::Unique;
 use crate::model::MaskedDiffusion;
 use crate::operator::Operator;
 use crate::parallel::{self, chunk_rng, Chunks, Communicator};
@@ -487,7 +488,7 @@ impl<'a> Vmc<'a> {
             }
             Optimizer::Sr => {
                 let w = (beta != 1.0).then_some(&w[..]);
-                self.sr_update(&s, &wa, &wp, mine.start, lr, w)?
+                self.sr_update(&s, &wa, &wp, lr, w)?
             }
         }
         self.iter += 1;
@@ -557,7 +558,7 @@ impl<'a> Vmc<'a> {
     }
 
     /// The terms of [`Vmc::surrogate_gradient`] from the samples `s` (weights `wa`, `wp`) of
-    /// a batch of `b` samples in all.
+    /// a batch of `b` samples in all. Each distinct configuration is differentiated once.
     pub fn surrogate_gradient_part(
         &self,
         s: &[u8],
@@ -566,6 +567,16 @@ impl<'a> Vmc<'a> {
         b: usize,
     ) -> Result<GradStore> {
         let n = self.model.n_sites();
+        // A repeated sample enters once, with the sum of its weights.
+        let distinct = Unique::new(s, n);
+        if !distinct.all_distinct() {
+            let (mut sa, mut sp) = (vec![0.0; distinct.len()], vec![0.0; distinct.len()]);
+            for (i, &u) in distinct.of_row.iter().enumerate() {
+                sa[u] += wa[i];
+                sp[u] += wp[i];
+            }
+            return self.surrogate_gradient_part(&distinct.configs(s, n), &sa, &sp, b);
+        }
         let per = self.model.samples_per_pass();
         let dev = self.model.device().clone();
         let mut total: Option<GradStore> = None;
@@ -625,91 +636,133 @@ impl<'a> Vmc<'a> {
         reduce_chunk_grads(comm, &self.model, &per_chunk)
     }
 
-    /// Rows of a per-sample matrix of every chunk, in chunk order, on every rank: `local`
-    /// holds this rank's chunks' rows (computed chunk by chunk by `rows_of`).
+    /// Rows of a per-sample matrix for the samples `keep` (indices into the whole batch,
+    /// ascending; `all` holds every sample's configuration), in batch order, on every rank:
+    /// each rank computes, chunk by chunk with `rows_of`, the rows of the kept samples of its
+    /// chunks (`cols` columns), and the ranks gather them in chunk order.
     fn gather_rows(
         &self,
-        s: &[u8],
-        first: usize,
+        all: &[u8],
+        keep: &[usize],
         chunks: &Chunks,
+        cols: usize,
         rows_of: impl Fn(&[u8]) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let comm = self.comm.as_ref();
         let n = self.model.n_sites();
+        let dev = self.model.device();
         let mut blocks = Vec::new();
         for c in chunks.of_rank(comm.rank(), comm.size()) {
             let r = chunks.range(c);
-            blocks.push(rows_of(&s[(r.start - first) * n..(r.end - first) * n])?);
+            let lo = keep.partition_point(|&i| i < r.start);
+            let hi = keep.partition_point(|&i| i < r.end);
+            if lo == hi {
+                continue;
+            }
+            let sc: Vec<u8> = keep[lo..hi]
+                .iter()
+                .flat_map(|&i| all[i * n..(i + 1) * n].iter().copied())
+                .collect();
+            blocks.push(rows_of(&sc)?);
         }
-        let local = if blocks.len() == 1 {
-            blocks.pop().expect("one block")
-        } else {
-            Tensor::cat(&blocks, 0)?
+        let local = match blocks.len() {
+            0 => Tensor::zeros((0, cols), self.model.dtype(), dev)?,
+            1 => blocks.pop().expect("one block"),
+            _ => Tensor::cat(&blocks, 0)?,
         };
         if comm.size() == 1 {
             return Ok(local);
         }
-        let cols = local.dim(1)?;
         let dtype = local.dtype();
         let flat: Vec<f32> = local.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-        let all = parallel::all_gather_f32(comm, &flat).concat();
-        let rows = all.len() / cols.max(1);
-        Ok(Tensor::from_vec(all, (rows, cols), self.model.device())?.to_dtype(dtype)?)
+        let gathered = parallel::all_gather_f32(comm, &flat).concat();
+        let rows = gathered.len() / cols.max(1);
+        Ok(Tensor::from_vec(gathered, (rows, cols), dev)?.to_dtype(dtype)?)
     }
 
-    /// minSR update from the per-sample Jacobians (one batched backward pass each). The
+    /// The minSR direction `dtheta` (the step is `-lr dtheta`) from the per-sample Jacobians
+    /// (one batched backward pass each), for this rank's samples `s` and the whole batch's
+    /// weights `wa`, `wp` (see [`Vmc::surrogate_gradient`]) and importance weights. The
     /// centred Jacobian is built on the model's device; its Gram matrix, the Cholesky solve
     /// and `Obar^T x` are [`SrRows`] products (faer on the host for a CPU model, the Gram
-    /// matrix on the device otherwise).
+    /// matrix on the device otherwise). With momentum (SPRING) the previous direction enters.
     ///
-    /// With several ranks each computes the Jacobian rows of its chunks (its samples `s`
-    /// start at sample `first`), the rows of all chunks are gathered in chunk order, and every
+    /// With several ranks the configurations are gathered, each rank computes the Jacobian
+    /// rows of its chunks, the rows of all chunks are gathered in chunk order, and every
     /// rank solves the same system.
     ///
     /// With importance weights `w` (mean 1; tempered samples) the rows are
     /// `sqrt(w_b) (O_b - sum_b w_b O_b / B) / sqrt(B)` and `ebar_b = sqrt(w_b) e_b / sqrt(B)`
     /// (`wa`, `wp` already carry one factor `w_b`), the weighted least-squares form of minSR.
-    fn sr_update(
-        &mut self,
+    ///
+    /// Repeated samples give identical rows, and the system shrinks to one row per distinct
+    /// configuration `u` without changing the update: with `r_u = sum_{b in u} w_b`, the row
+    /// `sqrt(r_u) (O_u - mean) / sqrt(B)` and `ebar_u = sum_{b in u} wa_b / sqrt(r_u B)` give
+    /// the same `Obar^T Obar` and `Obar^T ebar`, hence the same
+    /// `dtheta = (Obar^T Obar + eps)^-1 Obar^T ebar = Obar^T (Obar Obar^T + eps)^-1 ebar`
+    /// (the diagonal shift acts in parameter space either way). Only the distinct
+    /// configurations' Jacobian rows are computed, and the Gram matrix is `U x U` instead of
+    /// `B x B` (`U` distinct of `B`; a concentrated state repeats most of its samples).
+    pub fn min_sr_direction(
+        &self,
         s: &[u8],
         wa: &[f64],
         wp: &[f64],
-        first: usize,
-        lr: f64,
         weights: Option<&[f64]>,
-    ) -> Result<()> {
+    ) -> Result<Tensor> {
         let b = wa.len();
-        let chunks = Chunks::new(b, self.cfg.chunks, self.comm.size(), "--chunks")?;
+        let n = self.model.n_sites();
+        let comm = self.comm.as_ref();
+        let chunks = Chunks::new(b, self.cfg.chunks, comm.size(), "--chunks")?;
         let sq = (b as f64).sqrt();
         let dev = self.model.device().clone();
-        // Per-row weight column (B x 1) for the weighted case.
-        let wcol = match weights {
-            Some(w) => Some(Tensor::from_vec(w.to_vec(), (b, 1), &dev)?),
-            None => None,
+        // Every sample's configuration (all ranks'), and the distinct ones of the batch.
+        let all: Vec<u8> = if comm.size() == 1 {
+            s.to_vec()
+        } else {
+            let mut a = comm.all_gather_bytes(s).concat();
+            a.truncate(b * n);
+            a
         };
-        let sqrt_w: Vec<f64> =
-            weights.map_or_else(|| vec![1.0; b], |w| w.iter().map(|v| v.sqrt()).collect());
+        debug_assert_eq!(all.len(), b * n, "every sample of the batch gathered");
+        let u = Unique::new(&all, n);
+        // r_u = sum of the weights of the samples of u; ebar summed over each u.
+        let rows_u = u.len();
+        let mut r = vec![0.0; rows_u];
+        let (mut sa, mut sp) = (vec![0.0; rows_u], vec![0.0; rows_u]);
+        for i in 0..b {
+            let k = u.of_row[i];
+            r[k] += weights.map_or(1.0, |w| w[i]);
+            sa[k] += wa[i];
+            sp[k] += wp[i];
+        }
+        // Unit weights when nothing repeats and nothing is reweighted: the plain mean.
+        let plain = u.all_distinct() && weights.is_none();
+        let rcol = Tensor::from_vec(r.clone(), (rows_u, 1), &dev)?;
         // Obar: each block centred over the samples and scaled by 1/sqrt(B);
         // Re O = (1/2) d log p, Im O = d theta.
         let centre = |j: Tensor, scale: f64| -> Result<Tensor> {
-            let Some(wc) = &wcol else {
+            if plain {
                 let mean = j.mean_keepdim(0)?;
                 return Ok((j.broadcast_sub(&mean)? * (scale / sq))?);
-            };
-            let wc = wc.to_dtype(j.dtype())?;
-            let mean = (j.broadcast_mul(&wc)?.sum_keepdim(0)? / b as f64)?;
-            let rows = wc.sqrt()?;
-            Ok((j.broadcast_sub(&mean)?.broadcast_mul(&rows)? * (scale / sq))?)
+            }
+            let rc = rcol.to_dtype(j.dtype())?;
+            let mean = (j.broadcast_mul(&rc)?.sum_keepdim(0)? / b as f64)?;
+            Ok((j.broadcast_sub(&mean)?.broadcast_mul(&rc.sqrt()?)? * (scale / sq))?)
         };
         let model = &self.model;
-        // Both Jacobians side by side (one call: a symmetrized model shares their work).
-        let both = self.gather_rows(s, first, &chunks, |sc| match model.jacobians(sc)? {
-            (jl, Some(jt)) => Ok(Tensor::cat(&[jl, jt], 1)?),
-            (jl, None) => Ok(jl),
-        })?;
         let p = model.n_params();
+        let learned = model.config().phase.is_learned();
+        let cols = if learned { 2 * p } else { p };
+        // Both Jacobians side by side (one call: a symmetrized model shares their work).
+        let both = self.gather_rows(&all, &u.first, &chunks, cols, |sc| {
+            match model.jacobians(sc)? {
+                (jl, Some(jt)) => Ok(Tensor::cat(&[jl, jt], 1)?),
+                (jl, None) => Ok(jl),
+            }
+        })?;
         let mut blocks = vec![centre(both.narrow(1, 0, p)?, 0.5)?];
-        if model.config().phase.is_learned() {
+        if learned {
             blocks.push(centre(both.narrow(1, p, p)?, 1.0)?);
         }
         // In f64: the Gram matrix of a Jacobian with large entries (learned phases) lost
@@ -717,18 +770,18 @@ impl<'a> Vmc<'a> {
         let o = SrRows::new(&Tensor::cat(&blocks, 0)?)?;
         let rows = o.rows()?;
         // ebar: Re(e) pairs with Re O since wa multiplies log p; Im(e) with Im O. The factor
-        // conventions only rescale the step (absorbed by lr).
+        // conventions only rescale the step (absorbed by lr). A weight that underflowed to 0
+        // leaves a zero row.
         let mut e = vec![0.0; rows];
-        for i in 0..b {
-            // wa, wp carry w_b; the rows want sqrt(w_b) (0 where the weight underflowed).
-            let r = if sqrt_w[i] > 0.0 {
-                1.0 / sqrt_w[i]
+        for k in 0..rows_u {
+            let f = if r[k] > 0.0 {
+                1.0 / (r[k].sqrt() * sq)
             } else {
                 0.0
             };
-            e[i] = wa[i] * r / sq;
-            if rows > b {
-                e[b + i] = wp[i] * r / sq;
+            e[k] = sa[k] * f;
+            if rows > rows_u {
+                e[rows_u + k] = sp[k] * f;
             }
         }
         let mu = self.cfg.momentum;
@@ -739,12 +792,27 @@ impl<'a> Vmc<'a> {
                 *ei -= mu * v;
             }
         }
-        let x = cholesky_solve(o.gram_lower()?, self.cfg.diag_shift, &e)?;
+        let g = o.gram_lower()?;
+        let x = cholesky_solve(g, self.cfg.diag_shift, &e)?;
         let mut dtheta = o.transpose_times(&x, &dev)?;
         if let Some(prev) = prev {
             dtheta = (dtheta + (prev * mu)?)?;
         }
-        if mu != 0.0 {
+        Ok(dtheta)
+    }
+
+    /// Applies the minSR step [`Vmc::min_sr_direction`] with learning rate `lr` (and keeps it for
+    /// the next step's momentum).
+    fn sr_update(
+        &mut self,
+        s: &[u8],
+        wa: &[f64],
+        wp: &[f64],
+        lr: f64,
+        weights: Option<&[f64]>,
+    ) -> Result<()> {
+        let dtheta = self.min_sr_direction(s, wa, wp, weights)?;
+        if self.cfg.momentum != 0.0 {
             self.sr_direction = Some(dtheta.clone());
         }
         let mut offset = 0;
