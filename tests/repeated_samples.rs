@@ -16,6 +16,7 @@ use nalgebra::{DMatrix, DVector};
 use num_complex::Complex64;
 use rgdiff::exact::dense::dense_matrix;
 use rgdiff::lattice::{Boundary, Lattice};
+use rgdiff::model::unique::Unique;
 use rgdiff::model::{MaskedDiffusion, ModelConfig, Network, Phase};
 use rgdiff::operator::{Hamiltonian, Model};
 use rgdiff::rg::Schedule;
@@ -46,34 +47,23 @@ fn networks(lat: &Lattice) -> Vec<(&'static str, MaskedDiffusion)> {
         network,
         ..ModelConfig::default()
     };
-    let masked = MaskedDiffusion::new(
-        lat,
-        2,
-        Schedule::rg(lat),
-        cfg(Network::Masked),
-        &Device::Cpu,
-        DType::F64,
-        3,
-    )
-    .unwrap();
-    let causal = MaskedDiffusion::new(
-        lat,
-        2,
-        Schedule::autoregressive(lat),
-        cfg(Network::Causal),
-        &Device::Cpu,
-        DType::F64,
-        3,
-    )
-    .unwrap();
-    vec![("masked rg", masked), ("causal autoregressive", causal)]
+    let net = |schedule, network| {
+        MaskedDiffusion::new(lat, 2, schedule, cfg(network), &Device::Cpu, DType::F64, 3).unwrap()
+    };
+    vec![
+        ("masked rg", net(Schedule::rg(lat), Network::Masked)),
+        (
+            "causal autoregressive",
+            net(Schedule::autoregressive(lat), Network::Causal),
+        ),
+    ]
 }
 
 /// A batch of `B` exact samples with its local energies; panics unless it repeats.
 fn batch(vmc: &Vmc) -> (Vec<u8>, Vec<Complex64>) {
     let (s, _, eloc) = vmc.sample_energies(B, 0).unwrap();
-    let distinct: std::collections::HashSet<&[u8]> = s.chunks(N).collect();
-    assert!(distinct.len() < B / 2, "{} distinct of {B}", distinct.len());
+    let distinct = Unique::new(&s, N).len();
+    assert!(distinct < B / 2, "{distinct} distinct of {B}");
     (s, eloc)
 }
 
