@@ -29,6 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
+use super::dense_conv::{DenseConv, Gather};
 use super::unique::Unique;
 use crate::error::{Error, Result};
 use crate::lattice::{Lattice, Shape};
@@ -280,6 +281,9 @@ pub struct MaskedDiffusion {
     neighbours: Tensor,
     /// The step-causal gathers, for [`Network::Causal`].
     causal: Option<CausalGather>,
+    /// The convolutions as dense matrices, on lattices with at most twice as many sites as
+    /// taps ([`DenseConv`]); `None`: unfolded.
+    dense: Option<DenseConv>,
     /// The group the amplitudes are averaged over ([`SymmetryGroup`]), if any.
     symmetry: Option<SymmetryGroup>,
 }
@@ -378,7 +382,8 @@ impl MaskedDiffusion {
                 lattice, &schedule, k, d, device, dtype,
             )?),
         };
-        Ok(MaskedDiffusion {
+        let width = cfg.width;
+        let mut model = MaskedDiffusion {
             cfg,
             shape: lattice.shape(),
             n,
@@ -392,8 +397,40 @@ impl MaskedDiffusion {
             n_up,
             neighbours: Self::neighbour_index(lattice, k, device)?,
             causal,
+            dense: None,
             symmetry,
-        })
+        };
+        let taps = model.neighbours.dim(0)? / n;
+        model.use_dense_convolutions(DenseConv::pays(n, taps, width))?;
+        Ok(model)
+    }
+
+    /// Evaluates the convolutions as dense `(N c) x (N o)` matrices ([`DenseConv`]) or
+    /// unfolded. Both compute the same function (to rounding); a new model takes the dense
+    /// form where it is faster ([`DenseConv::pays`]: lattices of at most eight times the
+    /// kernel's taps). For tests and timing.
+    pub fn use_dense_convolutions(&mut self, on: bool) -> Result<()> {
+        self.dense = if on {
+            let n = self.n;
+            let nb: Vec<u32> = self.neighbours.to_vec1()?;
+            let hidden: Option<Vec<u32>> = match &self.causal {
+                Some(g) => Some(g.hidden.to_vec1()?),
+                None => None,
+            };
+            let gathers = hidden
+                .as_deref()
+                .zip(self.causal.as_ref().map(|g| &g.first));
+            Some(DenseConv::new(n, &nb, gathers, &self.device, self.dtype)?)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// Whether the convolutions are evaluated as dense matrices (see
+    /// [`MaskedDiffusion::use_dense_convolutions`]).
+    pub fn dense_convolutions(&self) -> bool {
+        self.dense.is_some()
     }
 
     /// Averages the wavefunction over `group` from now on (see [`super::symmetry`]): every
@@ -937,18 +974,35 @@ impl MaskedDiffusion {
         let k = w.dim(2)?;
         let n = self.n;
         let taps = if self.shape == Shape::Chain { k } else { k * k };
-        let cols = self.unfold(x, k, layer, causal)?;
         let w2 = match self.shape {
             Shape::Chain => w.permute((2, 1, 0))?,
             Shape::Square => w.permute((2, 3, 1, 0))?,
         }
-        .contiguous()?
-        .reshape((taps * c, o))?;
+        .contiguous()?;
+        let b = b.unsqueeze(0)?.unsqueeze(0)?;
+        if let (Some(dense), Some(gather)) = (&self.dense, self.gather(k, layer, causal)) {
+            let wd = dense.weight(&w2.reshape((taps, c, o))?, gather)?;
+            let y = x.reshape((m, n * c))?.matmul(&wd)?.reshape((m, n, o))?;
+            return Ok(y.broadcast_add(&b)?);
+        }
+        let cols = self.unfold(x, k, layer, causal)?;
         let y = cols
             .reshape((m * n, taps * c))?
-            .matmul(&w2)?
+            .matmul(&w2.reshape((taps * c, o))?)?
             .reshape((m, n, o))?;
-        Ok(y.broadcast_add(&b.unsqueeze(0)?.unsqueeze(0)?)?)
+        Ok(y.broadcast_add(&b)?)
+    }
+
+    /// The gather of a convolution with kernel `k` at layer `layer` (0 is the first) in a
+    /// causal pass or not; `None` for a pointwise layer, which reads only its own site.
+    fn gather(&self, k: usize, layer: usize, causal: bool) -> Option<Gather> {
+        let causal = causal && self.causal.is_some();
+        match (causal, layer) {
+            (true, 0) => Some(Gather::CausalFirst),
+            _ if k == 1 => None,
+            (true, _) => Some(Gather::CausalHidden),
+            (false, _) => Some(Gather::Plain),
+        }
     }
 
     /// The unfolded input (`m x N x taps c`) of a convolution with kernel `k` at layer
@@ -957,20 +1011,20 @@ impl MaskedDiffusion {
     fn unfold(&self, x: &Tensor, k: usize, layer: usize, causal: bool) -> Result<Tensor> {
         let (m, n, c) = x.dims3()?;
         let taps = if self.shape == Shape::Chain { k } else { k * k };
-        let gather = self.causal.as_ref().filter(|_| causal);
-        match gather {
-            _ if k == 1 && (gather.is_none() || layer > 0) => Ok(x.clone()),
-            Some(g) if layer == 0 => Ok(x
+        let gather = self.gather(k, layer, causal);
+        match (gather, &self.causal) {
+            (None, _) => Ok(x.clone()),
+            (Some(Gather::CausalFirst), Some(g)) => Ok(x
                 .index_select(&self.neighbours, 1)?
                 .reshape((m, n, taps * c))?
                 .broadcast_mul(&g.first.unsqueeze(0)?)?),
-            Some(g) => {
+            (Some(Gather::CausalHidden), Some(g)) => {
                 let zero = Tensor::zeros((m, 1, c), x.dtype(), x.device())?;
                 Ok(Tensor::cat(&[x, &zero], 1)?
                     .index_select(&g.hidden, 1)?
                     .reshape((m, n, taps * c))?)
             }
-            None => Ok(x
+            _ => Ok(x
                 .index_select(&self.neighbours, 1)?
                 .reshape((m, n, taps * c))?),
         }

@@ -11,6 +11,7 @@
 //! divergence, so that its probability-flow ODE carries exact log densities (and scores).
 
 pub mod activation;
+pub mod dense_conv;
 pub mod masked;
 pub mod params;
 pub mod score;
