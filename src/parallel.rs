@@ -208,6 +208,32 @@ pub fn chunk_rng(seed: u64, iter: usize, chunk: usize) -> Xoshiro256PlusPlus {
     )
 }
 
+/// Shares this process's threads between its `chunks` chunks of a CPU run and the tensor
+/// operations inside each, and returns the rayon pool's size: the chunks run in parallel on
+/// the global rayon pool of `RAYON_NUM_THREADS` threads (default: the available cores), and
+/// candle, which takes its own thread count from `RAYON_NUM_THREADS` at every operation, gets
+/// `threads / chunks` of them (at least 1). Small networks use two cores far better as two
+/// chunks with single-threaded operations than as one chunk with two-threaded ones (whose
+/// threads wait at candle's barriers between small operations). With one chunk nothing is
+/// changed. Call before any tensor operation or other use of rayon.
+pub fn share_threads(chunks: usize) -> usize {
+    if chunks < 2 {
+        return rayon::current_num_threads();
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let per_op = (threads / chunks.min(threads)).max(1);
+    std::env::set_var("RAYON_NUM_THREADS", per_op.to_string());
+    // Fails only if the pool exists already, which then keeps its size.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    rayon::current_num_threads()
+}
+
 /// A split of `total` items into `n` chunks of nearly equal size (the first `total % n`
 /// chunks one larger), owned by ranks in contiguous ranges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

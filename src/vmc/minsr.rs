@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::solvers::{Llt, Solve};
 use faer::{Accum, Mat, MatRef, Par, Side};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -41,6 +42,46 @@ impl SrRows {
         } else {
             Ok(Self::Device(o))
         }
+    }
+
+    /// The rows of per-configuration Jacobians `jac` (`U x (K P)`: `K` blocks of `P`
+    /// columns side by side, block `k` scaled by `scales[k]`), with `r_u` samples (or summed
+    /// importance weights) behind row `u` out of `b`: each block centred by its weighted
+    /// column mean `mean = sum_u r_u J_u / b` and row `u` scaled by
+    /// `sqrt(r_u) scales[k] / sqrt(b)`, the blocks stacked (row `k U + u`), in f64. On the
+    /// host for a CPU tensor in two passes over the Jacobian, parallel over columns (the
+    /// means, each summing its rows in order, so the result does not depend on the threads)
+    /// and over rows; by tensor operations on another device.
+    pub fn centred(jac: &Tensor, scales: &[f64], r: &[f64], b: usize) -> Result<Self> {
+        let (rows_u, cols) = jac.dims2()?;
+        let k = scales.len();
+        let p = cols / k;
+        let sq = (b as f64).sqrt();
+        if !jac.device().is_cpu() {
+            let rc = Tensor::from_vec(r.to_vec(), (rows_u, 1), jac.device())?;
+            let j = jac.to_dtype(DType::F64)?;
+            let mean = (j.broadcast_mul(&rc)?.sum_keepdim(0)? / b as f64)?;
+            let c = j.broadcast_sub(&mean)?.broadcast_mul(&rc.sqrt()?)?;
+            let blocks = (0..k)
+                .map(|i| Ok((c.narrow(1, i * p, p)? * (scales[i] / sq))?))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Self::Device(Tensor::cat(&blocks, 0)?));
+        }
+        let data = match jac.dtype() {
+            DType::F32 => centre_rows(&jac.flatten_all()?.to_vec1::<f32>()?, cols, scales, r, b),
+            _ => centre_rows(
+                &jac.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?,
+                cols,
+                scales,
+                r,
+                b,
+            ),
+        };
+        Ok(Self::Host {
+            data,
+            rows: k * rows_u,
+            cols: p,
+        })
     }
 
     /// Number of rows `R`.
@@ -113,6 +154,44 @@ impl SrRows {
     }
 }
 
+/// [`SrRows::centred`] on the host: `j` is the row-major `U x cols` Jacobian.
+fn centre_rows<T: Copy + Into<f64> + Sync>(
+    j: &[T],
+    cols: usize,
+    scales: &[f64],
+    r: &[f64],
+    b: usize,
+) -> Vec<f64> {
+    const COLS: usize = 64;
+    let rows_u = r.len();
+    let p = cols / scales.len();
+    let sq = (b as f64).sqrt();
+    let mut mean = vec![0.0; cols];
+    mean.par_chunks_mut(COLS).enumerate().for_each(|(ci, m)| {
+        let c0 = ci * COLS;
+        for (u, &w) in r.iter().enumerate() {
+            let row = &j[u * cols + c0..u * cols + c0 + m.len()];
+            for (mi, &v) in m.iter_mut().zip(row) {
+                *mi += w * v.into();
+            }
+        }
+        m.iter_mut().for_each(|mi| *mi /= b as f64);
+    });
+    let mut data = vec![0.0; scales.len() * rows_u * p];
+    if p > 0 {
+        data.par_chunks_mut(p).enumerate().for_each(|(row, out)| {
+            let (blk, u) = (row / rows_u, row % rows_u);
+            let f = r[u].sqrt() * scales[blk] / sq;
+            let src = &j[u * cols + blk * p..u * cols + (blk + 1) * p];
+            let m = &mean[blk * p..(blk + 1) * p];
+            for ((o, &v), mv) in out.iter_mut().zip(src).zip(m) {
+                *o = (v.into() - mv) * f;
+            }
+        });
+    }
+    data
+}
+
 /// `a x` on the host (faer, parallel over the rayon pool).
 fn matvec(a: MatRef<'_, f64>, x: &[f64]) -> Vec<f64> {
     let mut out = Mat::<f64>::zeros(a.nrows(), 1);
@@ -178,6 +257,51 @@ mod tests {
         for (i, got) in ov.iter().enumerate() {
             let direct: f64 = (0..cols).map(|j| data[i * cols + j] * want[j]).sum();
             assert!((got - direct).abs() < 1e-10);
+        }
+    }
+
+    /// The host rows of `SrRows::centred` (f32 and f64 Jacobians, two blocks, uneven row
+    /// weights) equal `sqrt(r_u) scale (J_u - sum_v r_v J_v / b) / sqrt(b)` written out.
+    #[test]
+    fn centred_rows_are_weighted_and_stacked() {
+        let (rows_u, p) = (5, 7);
+        let cols = 2 * p;
+        let jac: Vec<f64> = (0..rows_u * cols)
+            .map(|k| ((k * 13 % 17) as f64 - 8.0) / 4.0)
+            .collect();
+        let r = [1.0, 3.0, 0.5, 2.0, 1.5];
+        let b = 8;
+        let scales = [0.5, 1.0];
+        for dtype in [DType::F64, DType::F32] {
+            let t = Tensor::from_vec(jac.clone(), (rows_u, cols), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let Ok(SrRows::Host {
+                data,
+                rows,
+                cols: c,
+            }) = SrRows::centred(&t, &scales, &r, b)
+            else {
+                panic!("host rows expected");
+            };
+            assert_eq!((rows, c), (2 * rows_u, p));
+            for (k, scale) in scales.iter().enumerate() {
+                for u in 0..rows_u {
+                    for j in 0..p {
+                        let col = k * p + j;
+                        let mean: f64 =
+                            (0..rows_u).map(|v| r[v] * jac[v * cols + col]).sum::<f64>() / b as f64;
+                        let want =
+                            r[u].sqrt() * scale * (jac[u * cols + col] - mean) / (b as f64).sqrt();
+                        let got = data[(k * rows_u + u) * p + j];
+                        assert!(
+                            (got - want).abs() < 1e-12,
+                            "{dtype:?} {k} {u} {j}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
         }
     }
 
