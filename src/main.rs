@@ -335,18 +335,13 @@ struct GroundStateArgs {
     /// queues); continue later with --resume.
     #[arg(long)]
     stop_after: Option<usize>,
-    /// Chunks of the batch, each with its own random stream, computed in parallel on the CPU
-    /// (default: 2, or the number of MPI ranks if more). Results depend on it, not on the
-    /// ranks or threads: keep it to reproduce a run on another number of ranks.
+    /// Chunks of the batch, each with its own random stream (default: the number of MPI
+    /// ranks). A rank's chunks run in parallel on the CPU: --chunks 2 uses two cores far
+    /// better than one chunk. Results depend on it, not on the ranks or threads: keep it to
+    /// reproduce a run on another number of ranks.
     #[arg(long)]
     chunks: Option<usize>,
 }
-
-/// Chunks of a ground-state batch unless `--chunks` says otherwise (at least one per MPI
-/// rank): two chunks, computed in parallel, use the 2 cores of a small machine better than
-/// one (see [`rgdiff::parallel::share_threads`]), and the number does not depend on the
-/// machine, so a seed gives the same run everywhere.
-const DEFAULT_CHUNKS: usize = 2;
 
 fn main() -> ExitCode {
     keep_freed_memory();
@@ -772,7 +767,7 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     anneal_t0: a.anneal,
                     anneal_iters: a.anneal_iters.unwrap_or(iters / 3),
                     seed: a.seed,
-                    chunks: a.chunks.unwrap_or(comm.size().max(DEFAULT_CHUNKS)),
+                    chunks: a.chunks.unwrap_or(comm.size()),
                     momentum: a.momentum,
                     temper: a.temper,
                 },

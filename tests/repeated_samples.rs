@@ -99,9 +99,17 @@ fn local_energies_of_repeated_samples_are_the_dense_formula() {
 #[test]
 fn min_sr_direction_of_repeated_samples_is_the_parameter_space_solve() {
     let (lat, _, h) = j1j2();
-    for (name, net) in networks(&lat) {
+    // One chunk, and three (run in parallel, with repeats across chunks).
+    for (name, net, chunks) in [1, 3]
+        .into_iter()
+        .flat_map(|c| networks(&lat).into_iter().map(move |(n, m)| (n, m, c)))
+    {
         let p = net.n_params();
-        let vmc = Vmc::new(net, h.as_operator(), VmcConfig::default()).unwrap();
+        let cfg = VmcConfig {
+            chunks,
+            ..VmcConfig::default()
+        };
+        let vmc = Vmc::new(net, h.as_operator(), cfg).unwrap();
         let (s, eloc) = batch(&vmc);
         let mean = eloc.iter().sum::<Complex64>() / B as f64;
         let wa: Vec<f64> = eloc.iter().map(|e| e.re - mean.re).collect();
@@ -147,7 +155,7 @@ fn min_sr_direction_of_repeated_samples_is_the_parameter_space_solve() {
             for c in 0..p {
                 assert!(
                     (got[c] - want[c]).abs() < 1e-7 * scale,
-                    "{name}, weights {}: dtheta[{c}] = {}, parameter-space solve {}",
+                    "{name}, {chunks} chunks, weights {}: dtheta[{c}] = {}, parameter-space solve {}",
                     weights.is_some(),
                     got[c],
                     want[c]

@@ -397,7 +397,7 @@ impl<'a> Vmc<'a> {
     /// rayon pool for a CPU model, one after another on a GPU (one device, one stream). A
     /// chunk is its own generator's samples, so nothing depends on how the chunks are spread
     /// over threads; on 2 cores two chunks on two threads, each with single-threaded tensor
-    /// operations (`rgdiff ground-state` sets them so), were 1.3 to 1.9 times faster than one
+    /// operations (`rgdiff ground-state` sets them so), were 1.2 to 1.5 times faster than one
     /// chunk with candle's own threads (see the README).
     fn per_chunk<T: Send>(
         &self,
