@@ -34,6 +34,16 @@ const SMALL: [&str; 10] = [
     "0.01",
 ];
 
+/// minSR with the causal network on the autoregressive schedule.
+const CAUSAL_SR: [&str; 6] = [
+    "--optimizer",
+    "sr",
+    "--scheme",
+    "autoregressive",
+    "--network",
+    "causal",
+];
+
 fn trace_rows(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("trace.csv"))
         .unwrap()
@@ -118,14 +128,7 @@ fn resume_reproduces_the_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let file = problem(tmp.path());
     let sr: &[&str] = &["--optimizer", "sr", "--momentum", "0.9"];
-    let causal: &[&str] = &[
-        "--optimizer",
-        "sr",
-        "--scheme",
-        "autoregressive",
-        "--network",
-        "causal",
-    ];
+    let causal: &[&str] = &CAUSAL_SR;
     let mut finals = Vec::new();
     for (name, opt) in [("adam", &[][..]), ("spring", sr), ("causal", causal)] {
         let full = tmp.path().join(format!("{name}-full"));
@@ -301,14 +304,7 @@ fn sz_sector_from_the_cli() {
 fn a_seed_gives_the_same_run_on_any_number_of_threads() {
     let tmp = tempfile::tempdir().unwrap();
     let file = problem(tmp.path());
-    let causal: &[&str] = &[
-        "--optimizer",
-        "sr",
-        "--scheme",
-        "autoregressive",
-        "--network",
-        "causal",
-    ];
+    let causal: &[&str] = &CAUSAL_SR;
     for (name, opt) in [("adam", &[][..]), ("sr", causal)] {
         let go = |threads: &str, extra: &[&str]| {
             let dir = tmp.path().join(format!("{name}-{threads}-{}", extra.len()));
