@@ -281,8 +281,8 @@ pub struct MaskedDiffusion {
     neighbours: Tensor,
     /// The step-causal gathers, for [`Network::Causal`].
     causal: Option<CausalGather>,
-    /// The convolutions as dense matrices, on lattices with at most twice as many sites as
-    /// taps ([`DenseConv`]); `None`: unfolded.
+    /// The convolutions as dense matrices, on lattices of at most eight times the kernel's
+    /// taps ([`DenseConv::pays`]); `None`: unfolded.
     dense: Option<DenseConv>,
     /// The group the amplitudes are averaged over ([`SymmetryGroup`]), if any.
     symmetry: Option<SymmetryGroup>,
@@ -959,7 +959,9 @@ impl MaskedDiffusion {
     /// (one `index_select` gathers, for every site, its `k` or `k^2` periodic neighbours) and
     /// one matrix product `(m N) x (k c)` by `(k c) x o`. candle 0.11's `conv1d` returns wrong
     /// kernel gradients (checked against finite differences), so the convolution is built
-    /// from ops whose gradients are exact; it is also a single large GEMM.
+    /// from ops whose gradients are exact; it is also a single large GEMM. On a small lattice
+    /// ([`DenseConv`]) the gather is skipped: one product with the dense `(N c) x (N o)`
+    /// matrix of the kernel.
     fn conv(
         &self,
         x: &Tensor,
