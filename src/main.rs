@@ -268,6 +268,11 @@ struct GroundStateArgs {
     /// Momentum of the SR update, 0 <= MU < 1 (SPRING; 0: plain minSR). --optimizer sr only.
     #[arg(long, default_value_t = 0.0)]
     momentum: f64,
+    /// Trust radius of an SR step: a step that would move the state by more than D (the
+    /// Fubini-Study distance sqrt(Var_b[delta log psi_b]) estimated from the batch) is scaled
+    /// down to D, and the trace's lr records the rate applied (0: no limit). --optimizer sr only.
+    #[arg(long, default_value_t = 0.0)]
+    max_step: f64,
     /// Draw the training samples from the model's conditionals raised to the power BETA,
     /// 0 < BETA <= 1, with importance weights p/q on every estimate (1: exact samples of p).
     /// Broadens a sharply peaked distribution whose rare configurations carry the energy.
@@ -731,6 +736,17 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     a.temper
                 )));
             }
+            if !(a.max_step >= 0.0 && a.max_step.is_finite()) {
+                return Err(rgdiff::Error::Input(format!(
+                    "--max-step {}: expected a distance D >= 0 (0: no limit)",
+                    a.max_step
+                )));
+            }
+            if a.max_step != 0.0 && optimizer != Optimizer::Sr {
+                return Err(rgdiff::Error::Input(
+                    "--max-step applies to --optimizer sr".into(),
+                ));
+            }
             if a.momentum != 0.0 && optimizer != Optimizer::Sr {
                 return Err(rgdiff::Error::Input(
                     "--momentum applies to --optimizer sr (Adam has its own moments)".into(),
@@ -770,6 +786,7 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     chunks: a.chunks.unwrap_or(comm.size()),
                     momentum: a.momentum,
                     temper: a.temper,
+                    max_step: a.max_step,
                 },
                 device: a.device.clone(),
                 eval_samples: a.eval_samples.unwrap_or(4 * a.samples).max(2),

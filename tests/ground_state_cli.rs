@@ -167,10 +167,19 @@ fn resume_reproduces_the_uninterrupted_run() {
         finals.push(a);
     }
     assert_ne!(finals[0], finals[1]);
-    // Momentum belongs to SR, and must be below 1; the network is masked or causal.
+    // Momentum and the trust radius belong to SR, momentum must be below 1 and the radius
+    // not negative; the network is masked or causal.
     for (bad, what) in [
         (&["--momentum", "0.5"][..], "--momentum"),
         (&["--optimizer", "sr", "--momentum", "1"], "--momentum"),
+        (
+            &["--max-step", "0.3"],
+            "--max-step applies to --optimizer sr",
+        ),
+        (
+            &["--optimizer", "sr", "--max-step", "-1"],
+            "expected a distance D >= 0",
+        ),
         (&["--network", "dense"], "expected masked or causal"),
     ] {
         let o = rgdiff(&[&["ground-state", &file, "--iters", "1"][..], bad].concat());

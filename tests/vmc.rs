@@ -472,3 +472,67 @@ fn sr_momentum_zero_is_min_sr() {
     let diff: f64 = two.iter().zip(&plain).map(|(a, b)| (a - b).abs()).sum();
     assert!(diff > 1e-6, "momentum changed nothing ({diff})");
 }
+
+/// The SR trust radius: with `max_step = d` below the natural step, the parameters move along
+/// the same direction, shortened by the rate the iteration reports, and the state moves by `d`
+/// in the Fubini-Study distance `arccos |<psi_0|psi_1>|` computed by enumeration (to the
+/// accuracy of the batch's estimate of the metric); a radius above the step changes nothing.
+#[test]
+fn sr_trust_radius_bounds_the_distance_the_state_moves() {
+    let (lat, m, h, _) = tfim_chain(6);
+    let all = all_configs(m.hilbert(&lat));
+    let lr = 0.2;
+    let run = |max_step: f64| {
+        let net = model(&lat, 2, Phase::None, DType::F64, 4);
+        let cfg = VmcConfig {
+            samples: 4096,
+            iters: 10,
+            lr,
+            optimizer: rgdiff::vmc::driver::Optimizer::Sr,
+            max_step,
+            ..VmcConfig::default()
+        };
+        let mut vmc = Vmc::new(net, h.as_operator(), cfg).unwrap();
+        let params = |vmc: &Vmc| -> Vec<f64> {
+            let mut v = Vec::new();
+            for (_, p) in vmc.model.params() {
+                v.extend(p.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+            }
+            v
+        };
+        let before = params(&vmc);
+        let psi0 = vmc.model.log_psi(&all).unwrap();
+        let stats = vmc.step().unwrap();
+        let psi1 = vmc.model.log_psi(&all).unwrap();
+        let overlap: f64 = psi0
+            .iter()
+            .zip(&psi1)
+            .map(|(a, b)| (a.conj() + b).exp().re)
+            .sum();
+        let step: Vec<f64> = params(&vmc)
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .collect();
+        (step, stats.lr, overlap.min(1.0).acos())
+    };
+    let (free, lr_free, d_free) = run(0.0);
+    assert_eq!(lr_free, lr);
+    assert!(d_free > 0.1, "the natural step is already short: {d_free}");
+    let radius = d_free / 4.0;
+    let (capped, lr_capped, d_capped) = run(radius);
+    assert!(lr_capped < lr / 2.0, "rate {lr_capped}");
+    let scale = lr_capped / lr;
+    for (c, f) in capped.iter().zip(&free) {
+        assert!(
+            (c - scale * f).abs() <= 1e-9 * (1.0 + f.abs()),
+            "{c} vs {scale} x {f}"
+        );
+    }
+    assert!(
+        (d_capped / radius - 1.0).abs() < 0.15,
+        "moved {d_capped}, radius {radius}"
+    );
+    let (wide, lr_wide, _) = run(10.0 * d_free);
+    assert_eq!((wide, lr_wide), (free, lr));
+}

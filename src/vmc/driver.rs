@@ -105,6 +105,13 @@ pub struct VmcConfig {
     /// of an iteration takes the importance weights `p / q`.
     #[serde(default = "one_f64")]
     pub temper: f64,
+    /// Trust radius of an SR step (0: none): a step that would move the state farther than
+    /// this, in the Fubini-Study distance estimated from the batch ([`Vmc::min_sr_step`]), is
+    /// scaled down to it (the iteration's `lr` then records the rate applied). Early minSR
+    /// steps from a random network can move the state by 2 to 4 (a different state); capped,
+    /// they cannot throw it onto a single configuration.
+    #[serde(default)]
+    pub max_step: f64,
 }
 
 impl Default for VmcConfig {
@@ -121,6 +128,7 @@ impl Default for VmcConfig {
             chunks: 1,
             momentum: 0.0,
             temper: 1.0,
+            max_step: 0.0,
         }
     }
 }
@@ -504,16 +512,17 @@ impl<'a> Vmc<'a> {
             .collect();
         let wp: Vec<f64> = (0..b).map(|i| w[i] * (eloc[i].im - energy_imag)).collect();
         let lr = self.lr_at(t);
-        match self.cfg.optimizer {
+        let lr = match self.cfg.optimizer {
             Optimizer::Adam => {
                 let grads = self.parallel_gradient(&s, &wa, &wp, mine.start)?;
                 self.adam.step(self.model.params(), &grads, lr)?;
+                lr
             }
             Optimizer::Sr => {
                 let w = (beta != 1.0).then_some(&w[..]);
                 self.sr_update(&s, &wa, &wp, lr, w)?
             }
-        }
+        };
         self.iter += 1;
         if self.comm.size() > 1 && self.iter.is_multiple_of(CHECKSUM_EVERY) {
             self.check_ranks_agree()?;
@@ -736,6 +745,21 @@ impl<'a> Vmc<'a> {
         wp: &[f64],
         weights: Option<&[f64]>,
     ) -> Result<Tensor> {
+        Ok(self.min_sr_step(s, wa, wp, weights)?.0)
+    }
+
+    /// [`Vmc::min_sr_direction`] `dtheta` and the length of a unit step along it in the
+    /// Fubini-Study metric of the state, estimated from the batch:
+    /// `|Obar dtheta| = sqrt(sum_b w_b |delta log psi_b - mean_w delta log psi|^2 / B)` with
+    /// `delta log psi_b = O_b dtheta` (first order). A step `-lr dtheta` moves the state by
+    /// `lr |Obar dtheta|`; `--max-step` bounds that distance.
+    pub fn min_sr_step(
+        &self,
+        s: &[u8],
+        wa: &[f64],
+        wp: &[f64],
+        weights: Option<&[f64]>,
+    ) -> Result<(Tensor, f64)> {
         let b = wa.len();
         let n = self.model.n_sites();
         let comm = self.comm.as_ref();
@@ -809,11 +833,15 @@ impl<'a> Vmc<'a> {
         if let Some(prev) = prev {
             dtheta = (dtheta + (prev * mu)?)?;
         }
-        Ok(dtheta)
+        // Length of a unit step in the metric of the state: |Obar dtheta|.
+        let length = o.times(&dtheta)?.iter().map(|v| v * v).sum::<f64>().sqrt();
+        Ok((dtheta, length))
     }
 
-    /// Applies the minSR step [`Vmc::min_sr_direction`] with learning rate `lr` (and keeps it for
-    /// the next step's momentum).
+    /// Applies the minSR step [`Vmc::min_sr_direction`] with learning rate `lr`, shortened to
+    /// the trust radius `max_step` when the state would move farther (see
+    /// [`VmcConfig::max_step`]), and keeps the direction for the next step's momentum.
+    /// Returns the learning rate applied.
     fn sr_update(
         &mut self,
         s: &[u8],
@@ -821,8 +849,14 @@ impl<'a> Vmc<'a> {
         wp: &[f64],
         lr: f64,
         weights: Option<&[f64]>,
-    ) -> Result<()> {
-        let dtheta = self.min_sr_direction(s, wa, wp, weights)?;
+    ) -> Result<f64> {
+        let (dtheta, length) = self.min_sr_step(s, wa, wp, weights)?;
+        let max = self.cfg.max_step;
+        let lr = if max > 0.0 && lr * length > max {
+            max / length
+        } else {
+            lr
+        };
         if self.cfg.momentum != 0.0 {
             self.sr_direction = Some(dtheta.clone());
         }
@@ -836,6 +870,6 @@ impl<'a> Vmc<'a> {
             p.set(&(p.as_tensor() - (upd * lr)?)?)?;
             offset += len;
         }
-        Ok(())
+        Ok(lr)
     }
 }
