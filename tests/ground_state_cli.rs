@@ -177,7 +177,7 @@ fn resume_reproduces_the_uninterrupted_run() {
             "--max-step applies to --optimizer sr",
         ),
         (
-            &["--optimizer", "sr", "--max-step", "-1"],
+            &["--optimizer", "sr", "--max-step=-1"],
             "expected a distance D >= 0",
         ),
         (&["--network", "dense"], "expected masked or causal"),
