@@ -320,6 +320,8 @@ fn cli_bench_of_a_file() {
         "20",
         "--samples",
         "128",
+        "--chunks",
+        "2",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -343,6 +345,8 @@ fn cli_bench_of_a_file() {
         std::fs::read_to_string(out.join("runs/tfim_chain_6-autoregressive+causal/config.json"))
             .unwrap();
     assert!(config.contains("\"network\": \"causal\""), "{config}");
+    // --chunks reaches every run (two random streams, in parallel on the CPU).
+    assert!(config.contains("\"chunks\": 2"), "{config}");
 }
 
 #[test]
@@ -363,6 +367,10 @@ fn cli_bench_refuses_bad_input() {
             "--budget",
         ),
         (vec!["bench", "no/such/file.toml"], "no/such/file.toml"),
+        (
+            vec!["bench", "--suite", "tiny", "--chunks", "0"],
+            "--chunks 0: expected between 1",
+        ),
     ] {
         let o = rgdiff(&args);
         let stderr = String::from_utf8_lossy(&o.stderr);

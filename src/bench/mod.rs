@@ -221,6 +221,10 @@ pub struct BenchOptions {
     pub lr: f64,
     pub device: String,
     pub seed: u64,
+    /// Chunks of each batch, each with its own random stream ([`VmcConfig::chunks`]); on the
+    /// CPU they run in parallel when the caller has shared the threads
+    /// ([`crate::parallel::share_threads`]). Results depend on it.
+    pub chunks: usize,
     /// Output directory (default `runs/bench-SUITE`, or `runs/bench` for files).
     pub out: Option<PathBuf>,
     /// Replace run directories left in the output directory by an earlier bench.
@@ -241,6 +245,7 @@ impl Default for BenchOptions {
             lr: 1e-2,
             device: "cpu".into(),
             seed: 1,
+            chunks: 1,
             out: None,
             overwrite: false,
             progress: true,
@@ -564,6 +569,12 @@ pub fn run(opts: &BenchOptions, interrupt: &AtomicBool, command: &str) -> Result
     if !(opts.lr > 0.0 && opts.lr.is_finite()) {
         return Err(Error::Input("--lr must be a positive number".into()));
     }
+    if opts.chunks == 0 || opts.chunks > opts.samples {
+        return Err(Error::Input(format!(
+            "--chunks {}: expected between 1 and the {} samples per iteration",
+            opts.chunks, opts.samples
+        )));
+    }
     let budget = opts
         .budget
         .unwrap_or(opts.suite.map_or(60.0, |s| s.default_budget()));
@@ -789,6 +800,7 @@ fn run_one(
             lr: opts.lr,
             optimizer: Optimizer::Adam,
             seed: opts.seed,
+            chunks: opts.chunks,
             ..VmcConfig::default()
         },
         device: opts.device.clone(),
