@@ -32,18 +32,6 @@ pub enum SrRows {
 }
 
 impl SrRows {
-    /// Takes the rows (any float dtype) as f64: on the host for a CPU tensor, else in place.
-    pub fn new(o: &Tensor) -> Result<Self> {
-        let o = o.to_dtype(DType::F64)?;
-        let (rows, cols) = o.dims2()?;
-        if o.device().is_cpu() {
-            let data = o.flatten_all()?.to_vec1()?;
-            Ok(Self::Host { data, rows, cols })
-        } else {
-            Ok(Self::Device(o))
-        }
-    }
-
     /// The rows of per-configuration Jacobians `jac` (`U x (K P)`: `K` blocks of `P`
     /// columns side by side, block `k` scaled by `scales[k]`), with `r_u` samples (or summed
     /// importance weights) behind row `u` out of `b`: each block centred by its weighted
@@ -239,8 +227,11 @@ mod tests {
         let e: Vec<f64> = (0..rows).map(|k| (k as f64 * 0.7).sin()).collect();
         let shift = 0.3;
         let dev = Device::Cpu;
-        let o = Tensor::from_vec(data.clone(), (rows, cols), &dev).unwrap();
-        let sr = SrRows::new(&o).unwrap();
+        let sr = SrRows::Host {
+            data: data.clone(),
+            rows,
+            cols,
+        };
         let x = cholesky_solve(sr.gram_lower().unwrap(), shift, &e).unwrap();
         let dtheta: Vec<f64> = sr.transpose_times(&x, &dev).unwrap().to_vec1().unwrap();
 
