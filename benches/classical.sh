@@ -8,12 +8,12 @@ OUT=${1:-runs/bench-classical}
 BIN=target/release/rgdiff
 export RAYON_NUM_THREADS=1
 mkdir -p "$OUT"
-row() { # name, method, extra args...
+row() { # name, method, extra args... (LABEL=...: the method column, and the run directory's suffix)
   local file=$1 method=$2; shift 2
-  local dir="$OUT/$(basename "$file" .toml)-$method"
+  local dir="$OUT/$(basename "$file" .toml)-$method${LABEL:+-${LABEL//[^a-z0-9]/_}}"
   rm -rf "$dir"
   "$BIN" sample "$file" --method "$method" --out "$dir" --json "$@" >"$dir.json"
-  python3 - "$dir.json" "$file" "$method" <<'PY'
+  python3 - "$dir.json" "$file" "${LABEL:-$method}" <<'PY'
 import json, sys
 v = json.load(open(sys.argv[1]))
 g = lambda k: v[k]["mean"] if k in v else float("nan")
@@ -44,4 +44,7 @@ if [ "${MODEL:-1}" = 1 ]; then
   row hamiltonians/ising_square_16.toml model --train-iters 150 --samples 10000 --local-every 0
   row hamiltonians/ising_square_32.toml model --train-iters 150 --samples 5000
   row hamiltonians/ising_square_32.toml model --train-iters 150 --samples 5000 --local-every 0
+  # The network before --dilation levels and the causal default: masked, undilated.
+  LABEL="model, masked, undilated" row hamiltonians/ising_square_16.toml model --train-iters 150 \
+    --samples 10000 --network masked --dilation none
 fi

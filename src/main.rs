@@ -199,10 +199,15 @@ struct SampleArgs {
     /// Convolution kernel size (odd).
     #[arg(long, default_value_t = 3)]
     kernel: usize,
-    /// masked (one network pass per step) | causal (step-causal convolutions: every
-    /// conditional from one pass)
-    #[arg(long, default_value = "masked")]
+    /// causal (step-causal convolutions: every conditional from one pass) | masked (one
+    /// network pass per step)
+    #[arg(long, default_value = "causal")]
     network: String,
+    /// Spacing of the convolution taps: levels (2^level at a site of RG level `level`: each
+    /// conditional reads the coarse lattice of its level, the sites the rg schedule reveals
+    /// before it) | layers (2^l in layer l) | none
+    #[arg(long, default_value = "levels")]
+    dilation: String,
     /// Measurements (Markov chains) or model proposals of the MH chain.
     #[arg(long, default_value_t = 10000)]
     samples: usize,
@@ -301,6 +306,10 @@ struct GroundStateArgs {
     /// conditional from one pass, much cheaper gradients with --scheme autoregressive)
     #[arg(long, default_value = "masked")]
     network: String,
+    /// Spacing of the convolution taps: none | layers (2^l in layer l) | levels (2^level at
+    /// a site of RG level `level`, the coarse lattice the rg schedule reveals before it)
+    #[arg(long, default_value = "none")]
+    dilation: String,
     /// Phase of the wavefunction: auto (chosen from the model: none for stoquastic ones,
     /// marshall for bipartite antiferromagnets, marshall+learned for J1-J2, learned
     /// otherwise) | none | marshall | learned | marshall+learned
@@ -515,7 +524,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
     use rgdiff::field::sample::{self, SampleConfig};
     use rgdiff::field::variational::TrainConfig;
     use rgdiff::field::{Method, Theory};
-    use rgdiff::model::{ModelConfig, Network, Phase};
+    use rgdiff::model::{Dilation, ModelConfig, Network, Phase};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -570,6 +579,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                     sz: None,
                     network: Network::parse(&a.network)?,
                     symmetry: None,
+                    dilation: Dilation::parse(&a.dilation)?,
                 },
                 train: TrainConfig {
                     samples: a.train_samples.max(2),
@@ -690,7 +700,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
 }
 
 fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
-    use rgdiff::model::{ModelConfig, Network, Phase};
+    use rgdiff::model::{Dilation, ModelConfig, Network, Phase};
     use rgdiff::run::{self, Run, RunConfig};
     use rgdiff::vmc::{driver::Optimizer, VmcConfig};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -777,6 +787,7 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     sz: a.sz,
                     network: Network::parse(&a.network)?,
                     symmetry: a.symmetry.clone().filter(|g| g != "none"),
+                    dilation: Dilation::parse(&a.dilation)?,
                 },
                 vmc: VmcConfig {
                     samples: a.samples.max(2),

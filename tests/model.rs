@@ -11,7 +11,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rgdiff::hilbert::Hilbert;
 use rgdiff::hilbert::LocalSpace;
 use rgdiff::lattice::{Boundary, Lattice};
-use rgdiff::model::{MaskedDiffusion, ModelConfig, Network, Phase};
+use rgdiff::model::{Dilation, MaskedDiffusion, ModelConfig, Network, Phase};
 use rgdiff::rg::Schedule;
 
 fn model(lat: &Lattice, d: usize, scheme: &str, phase: Phase, dtype: DType) -> MaskedDiffusion {
@@ -26,6 +26,18 @@ fn model_with(
     dtype: DType,
     network: Network,
 ) -> MaskedDiffusion {
+    model_dilated(lat, d, scheme, phase, dtype, network, Dilation::None)
+}
+
+fn model_dilated(
+    lat: &Lattice,
+    d: usize,
+    scheme: &str,
+    phase: Phase,
+    dtype: DType,
+    network: Network,
+    dilation: Dilation,
+) -> MaskedDiffusion {
     let cfg = ModelConfig {
         width: 6,
         depth: 2,
@@ -34,6 +46,7 @@ fn model_with(
         sz: None,
         network,
         symmetry: None,
+        dilation,
     };
     let sched = Schedule::parse(scheme, lat).unwrap();
     MaskedDiffusion::new(lat, d, sched, cfg, &Device::Cpu, dtype, 7).unwrap()
@@ -133,6 +146,113 @@ fn probabilities_sum_to_one_for_every_schedule() {
             );
         }
     }
+}
+
+/// Dilated networks ([`Dilation`]): the taps' spacing per layer and site (`2^l`; `2^level`,
+/// capped where the periodic taps would wrap), and for both networks and every schedule an
+/// exactly normalised `p` by enumeration (a causal network whose dilated taps read a site of
+/// its own or a later step would not be), samples whose `log p` is the teacher-forced one,
+/// and exact sampling (chi-square) for the level-dilated causal network on a chain of 8.
+#[test]
+fn dilated_networks_are_normalised_and_sampled_exactly() {
+    use rgdiff::model::dilations;
+    let cfg = |dilation, kernel| ModelConfig {
+        depth: 4,
+        kernel,
+        dilation,
+        ..ModelConfig::default()
+    };
+    let sq = Lattice::square(16, 16, Boundary::Periodic);
+    let at = |x, y| sq.index(x, y);
+    let lv = dilations(&cfg(Dilation::Levels, 3), &sq);
+    assert_eq!(lv.len(), 4);
+    for (x, y, d) in [
+        (1, 0, 1),
+        (2, 6, 2),
+        (4, 12, 4),
+        (8, 8, 8),
+        (0, 0, 8),
+        (0, 8, 8),
+    ] {
+        assert!(
+            lv.iter().all(|l| l[at(x, y)] == d),
+            "({x}, {y}): {}",
+            lv[0][at(x, y)]
+        );
+    }
+    let lay = dilations(&cfg(Dilation::Layers, 3), &sq);
+    assert!(lay
+        .iter()
+        .zip([1, 2, 4, 8])
+        .all(|(l, d)| l.iter().all(|&v| v == d)));
+    // Kernel 5 reaches 2 D: capped at D = 4 on 16 sites.
+    let lay5 = dilations(&cfg(Dilation::Layers, 5), &sq);
+    assert!(lay5
+        .iter()
+        .zip([1, 2, 4, 4])
+        .all(|(l, d)| l.iter().all(|&v| v == d)));
+    assert!(dilations(&cfg(Dilation::None, 3), &sq)
+        .iter()
+        .flatten()
+        .all(|&v| v == 1));
+    let chain = Lattice::chain(8, Boundary::Periodic);
+    assert_eq!(
+        dilations(&cfg(Dilation::Levels, 3), &chain)[0],
+        [4, 1, 2, 1, 4, 1, 2, 1]
+    );
+
+    // A chain of 12 is not a power of two (levels by 2-adic valuation, capped at 4).
+    let cases = [
+        (Lattice::chain(8, Boundary::Periodic), 2),
+        (Lattice::chain(12, Boundary::Periodic), 2),
+        (Lattice::square(2, 4, Boundary::Periodic), 2),
+    ];
+    for (lat, d) in cases {
+        let all = all_configs(lat.n_sites(), d);
+        for (scheme, network) in schemes_and_networks() {
+            for dilation in [Dilation::Layers, Dilation::Levels] {
+                let m = model_dilated(&lat, d, scheme, Phase::None, DType::F64, network, dilation);
+                assert!(!m.dense_convolutions());
+                let lp: Vec<f64> = m.log_prob(&all).unwrap().to_vec1().unwrap();
+                let total: f64 = lp.iter().map(|l| l.exp()).sum();
+                assert!(
+                    (total - 1.0).abs() < 1e-10,
+                    "{scheme} {network:?} {dilation:?} on {:?}: sum p = {total}",
+                    lat.extent()
+                );
+                let max = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let min = lp.iter().copied().fold(f64::INFINITY, f64::min);
+                assert!(max - min > 0.1, "{scheme} {network:?} {dilation:?}: flat");
+                let mut rng = Xoshiro256PlusPlus::seed_from_u64(4);
+                let (s, logp) = m.sample(16, &mut rng).unwrap();
+                let want: Vec<f64> = m.log_prob(&s).unwrap().to_vec1().unwrap();
+                for (a, b) in logp.iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-9, "{scheme} {network:?} {dilation:?}");
+                }
+            }
+        }
+    }
+
+    let m = model_dilated(
+        &chain,
+        2,
+        "rg",
+        Phase::None,
+        DType::F32,
+        Network::Causal,
+        Dilation::Levels,
+    );
+    let p = probabilities(&m, &all_configs(8, 2));
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+    let b = 60_000;
+    let (s, _) = m.sample(b, &mut rng).unwrap();
+    let mut counts = vec![0usize; 256];
+    for row in s.chunks(8) {
+        counts[config_index(row)] += 1;
+    }
+    // Pearson chi-square with 255 degrees of freedom: the 99.9% quantile is 330.5.
+    let chi2 = chi_square(&counts, &p, b);
+    assert!(chi2 < 330.5, "chi2 = {chi2}");
 }
 
 #[test]
@@ -391,6 +511,7 @@ fn sz_sector_is_exactly_normalised_and_enforced() {
         sz: Some(sz),
         network,
         symmetry: None,
+        dilation: Dilation::None,
     };
     let build_with = |scheme: &str, sz: f64, d: usize, network| {
         let lat = if d == 2 {
@@ -577,6 +698,7 @@ fn dense_and_unfolded_convolutions_agree() {
                     sz: None,
                     network,
                     symmetry: None,
+                    dilation: Dilation::None,
                 };
                 let sched = Schedule::parse(scheme, &lat).unwrap();
                 let mut m =

@@ -18,6 +18,6 @@ pub mod score;
 pub mod symmetry;
 pub mod unique;
 
-pub use masked::{MaskedDiffusion, ModelConfig, Network, Phase, Sampled};
+pub use masked::{dilations, Dilation, MaskedDiffusion, ModelConfig, Network, Phase, Sampled};
 pub use score::{ScoreConfig, ScoreNet};
 pub use symmetry::SymmetryGroup;
