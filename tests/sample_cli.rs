@@ -249,6 +249,17 @@ fn wrong_files_and_methods_are_refused_in_one_line() {
     fails(
         &[
             "sample",
+            ising.to_str().unwrap(),
+            "--dilation",
+            "wide",
+            "--out",
+            o,
+        ],
+        "unknown dilation `wide`; expected none, layers or levels",
+    );
+    fails(
+        &[
+            "sample",
             phi.to_str().unwrap(),
             "--method",
             "gibbs",
