@@ -639,31 +639,69 @@ fn marshall_plus_learned_phase_adds_marshalls_sign() {
     }
 }
 
-/// The receptive-field note: none when `depth (kernel - 1)/2 >= L/2`, else the smallest kernel
-/// that covers the lattice.
+/// The receptive-field note: none when `(kernel - 1)/2 sum_l D_l >= L/2`, else the smallest
+/// kernel that covers the lattice, and `--dilation levels` for an undilated network on a
+/// schedule with coarse steps (not the autoregressive one).
 #[test]
 fn receptive_field_note_names_the_covering_kernel() {
-    let build = |lat: &Lattice, kernel: usize| {
+    let build = |lat: &Lattice, kernel: usize, scheme: &str, dilation: Dilation| {
         let cfg = ModelConfig {
             width: 4,
             depth: 3,
             kernel,
             phase: Phase::None,
             sz: None,
+            dilation,
             ..ModelConfig::default()
         };
-        let sched = Schedule::parse("rg", lat).unwrap();
+        let sched = Schedule::parse(scheme, lat).unwrap();
         MaskedDiffusion::new(lat, 2, sched, cfg, &Device::Cpu, DType::F32, 1).unwrap()
     };
     let chain = Lattice::chain(16, Boundary::Periodic);
-    let note = build(&chain, 5).receptive_field_note().unwrap();
+    let note = build(&chain, 5, "rg", Dilation::None)
+        .receptive_field_note()
+        .unwrap();
     assert!(
-        note.contains("sees 6 sites") && note.contains("--kernel 7"),
+        note.contains("sees 6 sites")
+            && note.contains("--kernel 7")
+            && note.contains("--dilation levels"),
         "{note}"
     );
-    assert!(build(&chain, 7).receptive_field_note().is_none());
+    let ar = build(&chain, 5, "autoregressive", Dilation::None)
+        .receptive_field_note()
+        .unwrap();
+    assert!(
+        ar.contains("--kernel 7") && !ar.contains("--dilation"),
+        "{ar}"
+    );
+    assert!(build(&chain, 7, "rg", Dilation::None)
+        .receptive_field_note()
+        .is_none());
+    // Kernel 3, depth 3, per-layer dilation 1, 2, 4: 7 sites, one short of 8.
+    let dil = build(
+        &Lattice::chain(16, Boundary::Periodic),
+        3,
+        "rg",
+        Dilation::Layers,
+    )
+    .receptive_field_note()
+    .unwrap();
+    assert!(
+        dil.contains("sees 7 sites in each direction (dilation layers)"),
+        "{dil}"
+    );
+    assert!(build(
+        &Lattice::chain(16, Boundary::Periodic),
+        3,
+        "rg",
+        Dilation::Levels
+    )
+    .receptive_field_note()
+    .is_none());
     let square = Lattice::square(4, 4, Boundary::Periodic);
-    assert!(build(&square, 3).receptive_field_note().is_none());
+    assert!(build(&square, 3, "rg", Dilation::None)
+        .receptive_field_note()
+        .is_none());
 }
 
 /// The dense form of the convolutions (one `(N c) x (N o)` matrix per layer) and the

@@ -975,7 +975,7 @@ impl MaskedDiffusion {
     /// `None` when the convolutions see the whole periodic lattice (receptive radius
     /// `(kernel - 1)/2 sum_l D_l` at least `L/2` along every axis, `D_l` the largest dilation
     /// of layer `l`, 1 undilated); otherwise a note with the smallest kernel that would, and
-    /// `--dilation levels`. Beyond the radius a conditional sees the other sites only
+    /// for an undilated network on a schedule with coarse steps `--dilation levels`. Beyond the radius a conditional sees the other sites only
     /// through the lattice averages: on the TFIM chain 16 the default kernel 5 (radius 6 < 8)
     /// held the local-energy variance near 1e-2, kernel 9 brought it to 5e-4.
     pub fn receptive_field_note(&self) -> Option<String> {
@@ -997,8 +997,14 @@ impl MaskedDiffusion {
                 self.cfg.depth, self.cfg.kernel
             )
         };
+        // Schedules revealing several sites per step have coarse sites far apart.
+        let levels = if self.dilated || self.schedule.n_steps() == self.n {
+            ""
+        } else {
+            ", --dilation levels reaches the coarse sites revealed before each step"
+        };
         Some(format!(
-            "the network sees {r} sites in each direction ({how}), less than half the lattice ({need}); beyond that only the lattice averages reach a conditional. --kernel {k} covers the lattice, --dilation levels reaches the coarse sites the rg schedule reveals first"
+            "the network sees {r} sites in each direction ({how}), less than half the lattice ({need}); beyond that only the lattice averages reach a conditional. --kernel {k} covers the lattice{levels}"
         ))
     }
 
