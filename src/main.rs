@@ -657,9 +657,21 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
             String::new()
         };
         eprintln!(
-            "rgdiff sample: {} with {}, {} samples{spread}, run directory {}",
+            "rgdiff sample: {} with {}{}, {} samples{spread}, run directory {}",
             cfg.problem,
             cfg.method.name(),
+            if cfg.method == Method::Model {
+                format!(
+                    " ({} network, dilation {}, width {}, depth {}, kernel {})",
+                    cfg.model.network.name(),
+                    cfg.model.dilation.name(),
+                    cfg.model.width,
+                    cfg.model.depth,
+                    cfg.model.kernel
+                )
+            } else {
+                String::new()
+            },
             cfg.samples,
             dir.display()
         );
@@ -865,12 +877,16 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
         return Ok(());
     }
     eprintln!(
-        "rgdiff ground-state: {} ({}), scheme {} ({} steps), {} network, phase {}, {} parameters, {} samples x {} iterations{ranks}, run directory {}",
+        "rgdiff ground-state: {} ({}), scheme {} ({} steps), {} network{}, phase {}, {} parameters, {} samples x {} iterations{ranks}, run directory {}",
         problem.path,
         report::lattice_label(&problem),
         run.cfg.scheme,
         run.vmc.model.schedule().n_steps(),
         run.cfg.model.network.name(),
+        match run.cfg.model.dilation {
+            Dilation::None => String::new(),
+            d => format!(" (dilation {})", d.name()),
+        },
         run.cfg.model.phase.name(),
         run.vmc.model.n_params(),
         run.cfg.vmc.samples,
