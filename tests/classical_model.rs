@@ -9,7 +9,7 @@ use candle_core::Device;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rgdiff::field::exact::{ising_enumerate, ising_transfer_matrix};
-use rgdiff::field::variational::{IsingModel, TrainConfig};
+use rgdiff::field::variational::{IsingModel, MhResult, TrainConfig};
 use rgdiff::field::{analyse, Estimate};
 use rgdiff::lattice::{Boundary, Lattice};
 use rgdiff::model::{Dilation, ModelConfig, Network, Phase};
@@ -42,6 +42,22 @@ fn model(lat: &Lattice, beta: f64, symmetric: bool, seed: u64) -> IsingModel {
         cfg,
         &Device::Cpu,
         train,
+    )
+    .unwrap()
+}
+
+/// A pure independence Metropolis-Hastings chain of 20,000 proposals (batches of 2,000) drawn
+/// with the generator of `seed`.
+fn pure_chain(m: &IsingModel, lat: &Lattice, seed: u64) -> MhResult {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    m.metropolis_hastings(
+        lat,
+        20_000,
+        2000,
+        0,
+        &mut rng,
+        &mut |_| {},
+        &AtomicBool::new(false),
     )
     .unwrap()
 }
@@ -179,18 +195,7 @@ fn training_lowers_the_free_energy_and_log_z_is_exact() {
     );
     // Variational bound: F >= -log Z (up to noise).
     assert!(last.free_energy > -ex.log_z - 4.0 * last.free_energy_error);
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(12);
-    let mh = m
-        .metropolis_hastings(
-            &lat,
-            20_000,
-            2000,
-            0,
-            &mut rng,
-            &mut |_| {},
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+    let mh = pure_chain(&m, &lat, 12);
     let (lz, err) = rgdiff::stats::log_mean_exp(&mh.log_w);
     within(Estimate::new(lz, err), ex.log_z, "log Z");
     let a = analyse(&mh.recorder);
@@ -236,17 +241,7 @@ fn a_level_dilated_causal_model_samples_8x8_at_beta_c() {
         for _ in 0..80 {
             m.train_step().unwrap();
         }
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(21);
-        m.metropolis_hastings(
-            &lat,
-            20_000,
-            2000,
-            0,
-            &mut rng,
-            &mut |_| {},
-            &AtomicBool::new(false),
-        )
-        .unwrap()
+        pure_chain(&m, &lat, 21)
     };
     let mh = trained(Dilation::Levels);
     let (lz, err) = rgdiff::stats::log_mean_exp(&mh.log_w);

@@ -116,6 +116,18 @@ fn all_configs(n: usize, d: usize) -> Vec<u8> {
     out
 }
 
+/// `p` summed over every configuration `all` is 1 (to 1e-10, in `f64`), and `p` is not the
+/// trivial uniform distribution.
+#[track_caller]
+fn assert_normalised(m: &MaskedDiffusion, all: &[u8], what: &str) {
+    let lp: Vec<f64> = m.log_prob(all).unwrap().to_vec1().unwrap();
+    let total: f64 = lp.iter().map(|l| l.exp()).sum();
+    assert!((total - 1.0).abs() < 1e-10, "{what}: sum p = {total}");
+    let max = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let min = lp.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(max - min > 0.1, "{what}: distribution is flat");
+}
+
 /// Both networks: for the causal one this also checks that no conditional reads a site of
 /// its own or a later step (any leak would break the normalisation).
 #[test]
@@ -130,20 +142,8 @@ fn probabilities_sum_to_one_for_every_schedule() {
         let all = all_configs(lat.n_sites(), d);
         for (scheme, network) in schemes_and_networks() {
             let m = model_with(&lat, d, scheme, Phase::None, DType::F64, network);
-            let lp: Vec<f64> = m.log_prob(&all).unwrap().to_vec1().unwrap();
-            let total: f64 = lp.iter().map(|l| l.exp()).sum();
-            assert!(
-                (total - 1.0).abs() < 1e-10,
-                "{scheme} {network:?} on {:?}: sum p = {total}",
-                lat.extent()
-            );
-            // Not a trivial uniform distribution.
-            let max = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let min = lp.iter().copied().fold(f64::INFINITY, f64::min);
-            assert!(
-                max - min > 0.1,
-                "{scheme} {network:?}: distribution is flat"
-            );
+            let what = format!("{scheme} {network:?} on {:?}", lat.extent());
+            assert_normalised(&m, &all, &what);
         }
     }
 }
@@ -213,16 +213,8 @@ fn dilated_networks_are_normalised_and_sampled_exactly() {
             for dilation in [Dilation::Layers, Dilation::Levels] {
                 let m = model_dilated(&lat, d, scheme, Phase::None, DType::F64, network, dilation);
                 assert!(!m.dense_convolutions());
-                let lp: Vec<f64> = m.log_prob(&all).unwrap().to_vec1().unwrap();
-                let total: f64 = lp.iter().map(|l| l.exp()).sum();
-                assert!(
-                    (total - 1.0).abs() < 1e-10,
-                    "{scheme} {network:?} {dilation:?} on {:?}: sum p = {total}",
-                    lat.extent()
-                );
-                let max = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let min = lp.iter().copied().fold(f64::INFINITY, f64::min);
-                assert!(max - min > 0.1, "{scheme} {network:?} {dilation:?}: flat");
+                let what = format!("{scheme} {network:?} {dilation:?} on {:?}", lat.extent());
+                assert_normalised(&m, &all, &what);
                 let mut rng = Xoshiro256PlusPlus::seed_from_u64(4);
                 let (s, logp) = m.sample(16, &mut rng).unwrap();
                 let want: Vec<f64> = m.log_prob(&s).unwrap().to_vec1().unwrap();
