@@ -11,7 +11,8 @@
 //! evaluated in one pass (teacher forcing, batch `B K`); sampling takes one pass of batch `B`
 //! per step. With [`Network::Causal`] the convolutions are step-causal (a site reads only
 //! sites of earlier steps), so one row per configuration gives every conditional and `log p`
-//! is a pass of batch `B`. The wavefunction is `log psi = log p / 2 + i theta` with
+//! is a pass of batch `B`; its draws evaluate each site once, at its step, from the hidden
+//! states stored at earlier steps (the `stepwise` module): one pass in all. The wavefunction is `log psi = log p / 2 + i theta` with
 //! `theta = 0` (`none`), `pi * #{down spins on sublattice A}` (`marshall`, Marshall's sign
 //! rule for bipartite antiferromagnets) or `sum_x g(s)_x` from the phase channel evaluated on
 //! the fully revealed configuration (`learned`; for the causal network the conditional phases
@@ -38,6 +39,9 @@ use crate::rg::Schedule;
 
 use super::activation::FastTanh;
 use super::symmetry::SymmetryGroup;
+
+mod stepwise;
+use stepwise::StepGather;
 
 /// How the model carries the sign or phase of the wavefunction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +323,10 @@ struct CausalGather {
     hidden: Vec<Tensor>,
     /// `step(x)` of every site (`u32`): the rows of the step embedding added per site.
     steps: Tensor,
+    /// The first layer's neighbours (`N x taps`, row-major) on the host.
+    first_neighbours: Vec<u32>,
+    /// Per step, the gathers of its sites, for draws one step at a time.
+    per_step: Vec<StepGather>,
 }
 
 /// Exact samples with what the reverse process computed while drawing them.
@@ -376,6 +384,8 @@ pub struct MaskedDiffusion {
     dilated: bool,
     /// The receptive radius `(kernel - 1)/2 sum_l max_x D_l(x)` (see [`dilations`]).
     receptive: usize,
+    /// Whether the causal network draws step by step (see [`Self::use_stepwise_draws`]).
+    stepwise: bool,
 }
 
 impl MaskedDiffusion {
@@ -513,6 +523,7 @@ impl MaskedDiffusion {
             symmetry,
             dilated,
             receptive,
+            stepwise: true,
         };
         let taps = model.neighbours[0].dim(0)? / n;
         model.use_dense_convolutions(!dilated && DenseConv::pays(n, taps, width))?;
@@ -545,6 +556,14 @@ impl MaskedDiffusion {
             None
         };
         Ok(())
+    }
+
+    /// Draws of the causal network evaluate each site once, at its step (see the
+    /// `stepwise` module), or (`false`) with one full causal pass per step. Both give the
+    /// same conditionals (to rounding); stepwise is the default, the other for tests and
+    /// timing.
+    pub fn use_stepwise_draws(&mut self, on: bool) {
+        self.stepwise = on;
     }
 
     /// Whether the convolutions are evaluated as dense matrices (see
@@ -790,6 +809,8 @@ impl MaskedDiffusion {
             first: Tensor::from_vec(first, (n, taps * c), device)?.to_dtype(dtype)?,
             hidden,
             steps: Tensor::from_vec(steps, n, device)?,
+            first_neighbours: nb.clone(),
+            per_step: StepGather::build(neighbours, schedule.steps(), sos, device)?,
         })
     }
 
@@ -1127,11 +1148,7 @@ impl MaskedDiffusion {
         let k = w.dim(2)?;
         let n = self.n;
         let taps = if self.shape == Shape::Chain { k } else { k * k };
-        let w2 = match self.shape {
-            Shape::Chain => w.permute((2, 1, 0))?,
-            Shape::Square => w.permute((2, 3, 1, 0))?,
-        }
-        .contiguous()?;
+        let w2 = self.unfolded_weight(w)?;
         let b = b.unsqueeze(0)?.unsqueeze(0)?;
         if let (Some(dense), Some(gather)) = (&self.dense, self.gather(k, layer, causal)) {
             let wd = dense.weight(&w2.reshape((taps, c, o))?, gather)?;
@@ -1141,9 +1158,23 @@ impl MaskedDiffusion {
         let cols = self.unfold(x, k, layer, causal)?;
         let y = cols
             .reshape((m * n, taps * c))?
-            .matmul(&w2.reshape((taps * c, o))?)?
+            .matmul(&w2)?
             .reshape((m, n, o))?;
         Ok(y.broadcast_add(&b)?)
+    }
+
+    /// A convolution's weight (`o x c x k` or `o x c x k x k`) as the `taps c x o` matrix
+    /// that multiplies the unfolded input (taps in the order of the neighbour index, `y`
+    /// outer and `x` inner, then channels).
+    fn unfolded_weight(&self, w: &Tensor) -> Result<Tensor> {
+        let (o, c, k) = (w.dim(0)?, w.dim(1)?, w.dim(2)?);
+        let taps = if self.shape == Shape::Chain { k } else { k * k };
+        Ok(match self.shape {
+            Shape::Chain => w.permute((2, 1, 0))?,
+            Shape::Square => w.permute((2, 3, 1, 0))?,
+        }
+        .contiguous()?
+        .reshape((taps * c, o))?)
     }
 
     /// The gather of a convolution with kernel `k` at layer `layer` (0 is the first) in a
@@ -1781,31 +1812,46 @@ impl MaskedDiffusion {
         let mut logq = vec![0f64; b];
         let mut cond = vec![0f64; b * n * d];
         let mut lq = vec![0f64; d];
+        let mut stepwise = if self.draws_stepwise() {
+            Some(self.stepwise_start(b)?)
+        } else {
+            None
+        };
         for (k, sites) in self.schedule.steps().iter().enumerate() {
-            // The causal network's output at the sites of step k is their conditional
-            // whatever the (not yet drawn, zero) states of later sites.
-            // Rows that agree on the sites drawn so far (the rest are zero) have the same
-            // conditionals: the network sees each distinct partial configuration once.
-            let distinct = Unique::new(&s, n);
-            let rows = if distinct.all_distinct() {
-                None
+            let m = sites.len();
+            // Per row, the distinct row whose output it takes and where in the output the
+            // step's sites are: the causal network's stepwise draw evaluates
+            // only the step's sites (`B x m x d`); a full pass evaluates every site
+            // (`rows x N x d`) of each distinct partial configuration.
+            let (lsm, distinct, at_step) = if let Some(state) = stepwise.as_mut() {
+                (self.stepwise_logits(state, &s, k)?, None, true)
             } else {
-                Some(distinct.configs(&s, n))
-            };
-            let seen = rows.as_deref().unwrap_or(&s);
-            let steps = self.step_rows(k, seen.len() / n);
-            let out = self.forward(&self.encode(seen, &steps)?, &steps)?;
-            let lsm = candle_nn::ops::log_softmax(&self.logits(&out, seen, &steps)?, 2)?;
-            let lsm: Vec<f64> = lsm.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-            for i in 0..b {
-                let row = if rows.is_some() {
-                    distinct.of_row[i]
+                // The causal network's output at the sites of step k is their conditional
+                // whatever the (not yet drawn, zero) states of later sites.
+                // Rows that agree on the sites drawn so far (the rest are zero) have the same
+                // conditionals: the network sees each distinct partial configuration once.
+                let distinct = Unique::new(&s, n);
+                let rows = if distinct.all_distinct() {
+                    None
                 } else {
-                    i
+                    Some(distinct.configs(&s, n))
                 };
-                for &x in sites {
+                let seen = rows.as_deref().unwrap_or(&s);
+                let steps = self.step_rows(k, seen.len() / n);
+                let out = self.forward(&self.encode(seen, &steps)?, &steps)?;
+                let lsm = candle_nn::ops::log_softmax(&self.logits(&out, seen, &steps)?, 2)?;
+                let lsm: Vec<f64> = lsm.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+                (lsm, rows.map(|_| distinct), false)
+            };
+            for i in 0..b {
+                let row = distinct.as_ref().map_or(i, |u| u.of_row[i]);
+                for (j, &x) in sites.iter().enumerate() {
                     let at = (i * n + x) * d;
-                    let from = (row * n + x) * d;
+                    let from = if at_step {
+                        (row * m + j) * d
+                    } else {
+                        (row * n + x) * d
+                    };
                     cond[at..at + d].copy_from_slice(&lsm[from..from + d]);
                     let lsm = if beta == 1.0 {
                         &lsm[from..from + d]
