@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Figures of merit of `rgdiff sample` (README, "Classical sampling"): Markov-chain baselines
 # on the Ising model at beta_c and the phi^4 ensembles, then the masked diffusion on Ising.
-# Usage: benches/classical.sh [OUTDIR]   (release build; prints one table row per run)
+# Usage: benches/classical.sh [OUTDIR]   (release build; prints one table row per run;
+# BASELINES=0 skips the Markov chains, MODEL=0 the model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/bench-classical}
@@ -27,16 +28,18 @@ PY
 }
 echo "| file | method | samples | acceptance | ESS | tau_int abs M | tau_int E | samples/s | indep./s | training s | E/N or S/N (err 1e-4) | abs M/N | log Z |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-for L in 8 16 32; do
-  row hamiltonians/ising_square_$L.toml wolff --samples 20000
-  row hamiltonians/ising_square_$L.toml metropolis --samples 20000
-done
-for f in phi4_square_8 phi4_square_6_critical phi4_square_8_critical phi4_square_10_critical \
-         phi4_square_12_critical phi4_square_14_critical; do
-  for m in hmc metropolis wolff; do
-    row hamiltonians/$f.toml $m --samples 20000
+if [ "${BASELINES:-1}" = 1 ]; then
+  for L in 8 16 32; do
+    row hamiltonians/ising_square_$L.toml wolff --samples 20000
+    row hamiltonians/ising_square_$L.toml metropolis --samples 20000
   done
-done
+  for f in phi4_square_8 phi4_square_6_critical phi4_square_8_critical phi4_square_10_critical \
+           phi4_square_12_critical phi4_square_14_critical; do
+    for m in hmc metropolis wolff; do
+      row hamiltonians/$f.toml $m --samples 20000
+    done
+  done
+fi
 if [ "${MODEL:-1}" = 1 ]; then
   row hamiltonians/ising_square_8.toml model --samples 20000
   row hamiltonians/ising_square_8.toml model --samples 20000 --local-every 0
@@ -44,6 +47,10 @@ if [ "${MODEL:-1}" = 1 ]; then
   row hamiltonians/ising_square_16.toml model --train-iters 150 --samples 10000 --local-every 0
   row hamiltonians/ising_square_32.toml model --train-iters 150 --samples 5000
   row hamiltonians/ising_square_32.toml model --train-iters 150 --samples 5000 --local-every 0
+  # The pinned Z2 proposal (one network pass per proposal instead of two).
+  LABEL="model, z2 pinned" row hamiltonians/ising_square_8.toml model --samples 20000 --z2 pinned
+  LABEL="model, z2 pinned" row hamiltonians/ising_square_16.toml model --train-iters 150 \
+    --samples 10000 --z2 pinned
   # The network before --dilation levels and the causal default: masked, undilated.
   LABEL="model, masked, undilated" row hamiltonians/ising_square_16.toml model --train-iters 150 \
     --samples 10000 --network masked --dilation none

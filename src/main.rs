@@ -187,7 +187,12 @@ struct SampleArgs {
     /// Starting fraction of beta when annealing.
     #[arg(long, default_value_t = 0.3)]
     anneal_start: f64,
-    /// Train and sample q(s) itself instead of the Z2-symmetrised (q(s) + q(-s))/2.
+    /// How the model's proposal respects the spin flip: mixture ((q(s) + q(-s))/2: two
+    /// network passes per proposal), pinned (the first revealed site pinned up, the draw
+    /// flipped with probability 1/2: one pass) or none (q itself).
+    #[arg(long, default_value = "mixture")]
+    z2: String,
+    /// The same as --z2 none.
     #[arg(long)]
     no_symmetry: bool,
     /// Hidden channels of the network.
@@ -522,7 +527,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
     }
     use rgdiff::field::flow::{FlowConfig, Objective};
     use rgdiff::field::sample::{self, SampleConfig};
-    use rgdiff::field::variational::TrainConfig;
+    use rgdiff::field::variational::{TrainConfig, Z2};
     use rgdiff::field::{Method, Theory};
     use rgdiff::model::{Dilation, ModelConfig, Network, Phase};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -556,6 +561,11 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                 },
             };
             let train_iters = a.train_iters.unwrap_or(100);
+            let z2 = if a.no_symmetry {
+                Z2::None
+            } else {
+                Z2::parse(&a.z2)?
+            };
             let cfg = SampleConfig {
                 problem: file.display().to_string(),
                 method,
@@ -580,6 +590,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                     network: Network::parse(&a.network)?,
                     symmetry: None,
                     dilation: Dilation::parse(&a.dilation)?,
+                    pin_first: z2 == Z2::Pinned,
                 },
                 train: TrainConfig {
                     samples: a.train_samples.max(2),
@@ -593,7 +604,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                         }),
                     anneal_iters: a.anneal.unwrap_or(train_iters / 2),
                     anneal_start: a.anneal_start,
-                    symmetric: !a.no_symmetry,
+                    z2,
                     seed: a.seed,
                 },
                 batch: a.batch.max(1),
@@ -800,6 +811,7 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
                     network: Network::parse(&a.network)?,
                     symmetry: a.symmetry.clone().filter(|g| g != "none"),
                     dilation: Dilation::parse(&a.dilation)?,
+                    pin_first: false,
                 },
                 vmc: VmcConfig {
                     samples: a.samples.max(2),

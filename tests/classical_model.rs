@@ -9,7 +9,7 @@ use candle_core::Device;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rgdiff::field::exact::{ising_enumerate, ising_transfer_matrix};
-use rgdiff::field::variational::{IsingModel, MhResult, TrainConfig};
+use rgdiff::field::variational::{IsingModel, MhResult, TrainConfig, Z2};
 use rgdiff::field::{analyse, Estimate};
 use rgdiff::lattice::{Boundary, Lattice};
 use rgdiff::model::{Dilation, ModelConfig, Network, Phase};
@@ -17,7 +17,7 @@ use rgdiff::rg::Schedule;
 
 const BETA_C: f64 = 0.440_686_793_509_771_5;
 
-fn model(lat: &Lattice, beta: f64, symmetric: bool, seed: u64) -> IsingModel {
+fn model(lat: &Lattice, beta: f64, z2: Z2, seed: u64) -> IsingModel {
     let cfg = ModelConfig {
         width: 8,
         depth: 2,
@@ -32,7 +32,7 @@ fn model(lat: &Lattice, beta: f64, symmetric: bool, seed: u64) -> IsingModel {
         lr: 1e-2,
         anneal_iters: 0,
         anneal_start: 0.3,
-        symmetric,
+        z2,
         seed,
     };
     IsingModel::new(
@@ -147,7 +147,7 @@ fn an_untrained_model_with_metropolis_hastings_is_exact() {
     // Untrained and not symmetrised: a deliberately poor proposal (at beta = 0.1, where its
     // chain still mixes within a test's budget; at beta_c its acceptance is 2%).
     let lat = Lattice::square(4, 4, Boundary::Periodic);
-    let m = model(&lat, 0.1, false, 3);
+    let m = model(&lat, 0.1, Z2::None, 3);
     let acc = mh_is_exact(&m, 0.1, 0, 11);
     assert!(acc < 0.5, "not a poor model: acceptance {acc}");
 }
@@ -157,7 +157,7 @@ fn an_untrained_model_with_local_sweeps_is_exact_at_beta_c() {
     // The hybrid chain (independence MH + a Metropolis sweep every 2 steps) with the
     // untrained, unsymmetrised model, whose pure MH chain at beta_c accepts 2% of proposals.
     let lat = Lattice::square(4, 4, Boundary::Periodic);
-    let m = model(&lat, BETA_C, false, 3);
+    let m = model(&lat, BETA_C, Z2::None, 3);
     let acc = mh_is_exact(&m, BETA_C, 2, 17);
     assert!(acc < 0.1, "not a poor model: acceptance {acc}");
 }
@@ -165,7 +165,7 @@ fn an_untrained_model_with_local_sweeps_is_exact_at_beta_c() {
 #[test]
 fn a_barely_trained_model_with_metropolis_hastings_is_exact_at_beta_c() {
     let lat = Lattice::square(4, 4, Boundary::Periodic);
-    let mut m = model(&lat, BETA_C, true, 3);
+    let mut m = model(&lat, BETA_C, Z2::Mixture, 3);
     for _ in 0..5 {
         m.train_step().unwrap();
     }
@@ -177,32 +177,84 @@ fn a_barely_trained_model_with_metropolis_hastings_is_exact_at_beta_c() {
     assert!(acc < 0.7, "not a poor model: acceptance {acc}");
 }
 
+/// Both flip-symmetric proposals ([`Z2`]): training lowers the free energy, which stays
+/// above `-log Z`, and the pure independence chain's `log Z`, energy and susceptibility are
+/// exact.
 #[test]
 fn training_lowers_the_free_energy_and_log_z_is_exact() {
     let lat = Lattice::square(4, 4, Boundary::Periodic);
     let ex = ising_enumerate(&lat, BETA_C, 1.0, 0.0);
-    let mut m = model(&lat, BETA_C, true, 5);
-    let first = m.train_step().unwrap();
-    let mut last = first.clone();
-    for _ in 1..40 {
-        last = m.train_step().unwrap();
+    for z2 in [Z2::Mixture, Z2::Pinned] {
+        let mut m = model(&lat, BETA_C, z2, 5);
+        let first = m.train_step().unwrap();
+        let mut last = first.clone();
+        for _ in 1..40 {
+            last = m.train_step().unwrap();
+        }
+        assert!(
+            last.free_energy < first.free_energy - 0.5,
+            "{z2:?}: {} -> {}",
+            first.free_energy,
+            last.free_energy
+        );
+        // Variational bound: F >= -log Z (up to noise).
+        assert!(last.free_energy > -ex.log_z - 4.0 * last.free_energy_error);
+        let mh = pure_chain(&m, &lat, 12);
+        let (lz, err) = rgdiff::stats::log_mean_exp(&mh.log_w);
+        within(Estimate::new(lz, err), ex.log_z, "log Z");
+        let a = analyse(&mh.recorder);
+        within(a.estimates["energy_density"], ex.energy_density, "energy");
+        within(a.estimates["susceptibility"], ex.susceptibility, "chi");
+        // The symmetrised, trained proposal is better than the poor one.
+        assert!(mh.acceptance.mean > 0.3, "{z2:?}: {:?}", mh.acceptance);
     }
-    assert!(
-        last.free_energy < first.free_energy - 0.5,
-        "{} -> {}",
-        first.free_energy,
-        last.free_energy
-    );
-    // Variational bound: F >= -log Z (up to noise).
-    assert!(last.free_energy > -ex.log_z - 4.0 * last.free_energy_error);
-    let mh = pure_chain(&m, &lat, 12);
-    let (lz, err) = rgdiff::stats::log_mean_exp(&mh.log_w);
-    within(Estimate::new(lz, err), ex.log_z, "log Z");
-    let a = analyse(&mh.recorder);
-    within(a.estimates["energy_density"], ex.energy_density, "energy");
-    within(a.estimates["susceptibility"], ex.susceptibility, "chi");
-    // The symmetrised, trained proposal is better than the poor one.
-    assert!(mh.acceptance.mean > 0.3, "{:?}", mh.acceptance);
+}
+
+/// Every proposal form is an exactly normalised distribution over all `2^16` configurations
+/// of the 4x4 square, the symmetric ones are flip-symmetric, and the `log q` a draw returns is
+/// that of the state it returns.
+#[test]
+fn every_z2_proposal_is_normalised_and_its_draws_carry_their_log_q() {
+    let lat = Lattice::square(4, 4, Boundary::Periodic);
+    let n = lat.n_sites();
+    let all: Vec<u8> = (0..1usize << n)
+        .flat_map(|c| (0..n).map(move |i| ((c >> i) & 1) as u8))
+        .collect();
+    for z2 in [Z2::None, Z2::Mixture, Z2::Pinned] {
+        let m = model(&lat, BETA_C, z2, 7);
+        assert_eq!(m.model.pinned_site().is_some(), z2 == Z2::Pinned);
+        let lq: Vec<f32> = m.log_q(&all).unwrap().to_vec1().unwrap();
+        let total: f64 = lq.iter().map(|&l| f64::from(l).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-4, "{z2:?}: sum q = {total}");
+        let flipped: Vec<u8> = all.iter().map(|v| v ^ 1).collect();
+        let lqf: Vec<f32> = m.log_q(&flipped).unwrap().to_vec1().unwrap();
+        let asym = lq
+            .iter()
+            .zip(&lqf)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        if z2 == Z2::None {
+            assert!(asym > 1e-2, "the plain model is not flip-symmetric");
+        } else {
+            assert!(asym < 1e-4, "{z2:?}: q(s) != q(-s) by {asym}");
+        }
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
+        let (s, lq_drawn) = m.propose(300, &mut rng).unwrap();
+        let lq_eval: Vec<f32> = m.log_q(&s).unwrap().to_vec1().unwrap();
+        for (a, b) in lq_drawn.iter().zip(&lq_eval) {
+            assert!(
+                (a - f64::from(*b)).abs() < 1e-4,
+                "{z2:?}: drawn {a}, evaluated {b}"
+            );
+        }
+        if z2 != Z2::None {
+            let down = s.chunks(n).filter(|c| c[0] == 1).count();
+            assert!(
+                (100..200).contains(&down),
+                "{z2:?}: {down} of 300 start down"
+            );
+        }
+    }
 }
 
 /// The level-dilated step-causal network ([`Dilation::Levels`], the `rgdiff sample` default)

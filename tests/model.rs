@@ -47,6 +47,7 @@ fn model_dilated(
         network,
         symmetry: None,
         dilation,
+        pin_first: false,
     };
     let sched = Schedule::parse(scheme, lat).unwrap();
     MaskedDiffusion::new(lat, d, sched, cfg, &Device::Cpu, dtype, 7).unwrap()
@@ -504,6 +505,7 @@ fn sz_sector_is_exactly_normalised_and_enforced() {
         network,
         symmetry: None,
         dilation: Dilation::None,
+        pin_first: false,
     };
     let build_with = |scheme: &str, sz: f64, d: usize, network| {
         let lat = if d == 2 {
@@ -729,6 +731,7 @@ fn dense_and_unfolded_convolutions_agree() {
                     network,
                     symmetry: None,
                     dilation: Dilation::None,
+                    pin_first: false,
                 };
                 let sched = Schedule::parse(scheme, &lat).unwrap();
                 let mut m =
@@ -771,7 +774,7 @@ fn dense_and_unfolded_convolutions_agree() {
 /// hidden states of earlier steps) equal draws with one full causal pass per step: the same
 /// samples from the same seed and the same `log p` (and tempered `log q`), for one to three
 /// layers, undilated and level-dilated, a learned phase head (extra output channels), every
-/// schedule, and `log p` equal to the full-pass `log_prob`.
+/// schedule, a pinned first site, and `log p` equal to the full-pass `log_prob`.
 #[test]
 fn stepwise_draws_equal_full_causal_passes() {
     let cases = [
@@ -825,6 +828,7 @@ fn stepwise_draws_equal_full_causal_passes() {
             network: Network::Causal,
             symmetry: None,
             dilation,
+            pin_first: depth == 2,
         };
         let sched = Schedule::parse(scheme, &lat).unwrap();
         let mut m = MaskedDiffusion::new(&lat, d, sched, cfg, &Device::Cpu, DType::F64, 5).unwrap();
@@ -857,6 +861,54 @@ fn stepwise_draws_equal_full_causal_passes() {
             for (x, y) in lp.iter().zip(&stepwise.log_p) {
                 assert!((x - y).abs() < 1e-10, "{what}: log_prob {x} vs drawn {y}");
             }
+        }
+    }
+}
+
+/// [`ModelConfig::pin_first`]: the first site the schedule reveals is always in state 0, `p`
+/// is exactly normalised over the configurations with that site in state 0, and every
+/// other configuration has probability 0; both networks, drawn and evaluated.
+#[test]
+fn a_pinned_first_site_is_always_up_and_p_stays_normalised() {
+    for lat in [
+        Lattice::chain(8, Boundary::Periodic),
+        Lattice::square(2, 4, Boundary::Periodic),
+    ] {
+        for (scheme, network) in schemes_and_networks() {
+            let what = format!("{scheme} {network:?} on {:?}", lat.extent());
+            let cfg = ModelConfig {
+                width: 6,
+                depth: 2,
+                kernel: 3,
+                pin_first: true,
+                network,
+                ..ModelConfig::default()
+            };
+            let sched = Schedule::parse(scheme, &lat).unwrap();
+            let x0 = sched.steps()[0][0];
+            let m = MaskedDiffusion::new(&lat, 2, sched, cfg, &Device::Cpu, DType::F64, 7).unwrap();
+            assert_eq!(m.pinned_site(), Some(x0), "{what}");
+            let n = lat.n_sites();
+            let all = all_configs(n, 2);
+            let lp: Vec<f64> = m.log_prob(&all).unwrap().to_vec1().unwrap();
+            let (mut up, mut down) = (0.0, 0.0);
+            for (c, l) in all.chunks(n).zip(&lp) {
+                if c[x0] == 0 {
+                    up += l.exp();
+                } else {
+                    down += l.exp();
+                }
+            }
+            assert!(
+                (up - 1.0).abs() < 1e-10 && down == 0.0,
+                "{what}: {up} {down}"
+            );
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+            let (s, _) = m.sample(500, &mut rng).unwrap();
+            assert!(
+                s.chunks(n).all(|c| c[x0] == 0),
+                "{what}: a draw with x0 down"
+            );
         }
     }
 }

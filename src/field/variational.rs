@@ -8,12 +8,21 @@
 //! `mean((f - mean f) log q)`. Annealing: `beta_t` rises linearly from `anneal_start * beta`
 //! to `beta` over the first `anneal_iters` iterations.
 //!
-//! **Z2 symmetry.** With `symmetric = true` the proposal is `q_sym(s) = (q(s) + q(-s)) / 2`:
-//! draw `s ~ q` and flip every spin with probability 1/2. Its log-probability is exact,
-//! `log q_sym = logsumexp(log q(s), log q(-s)) - ln 2` (two teacher-forced passes), and it is
-//! what training and the exactness machinery use, so neither magnetisation sector is lost.
+//! **Z2 symmetry** ([`Z2`]). The Ising model at `h = 0` is symmetric under the global flip
+//! `s -> -s`, and at and below `beta_c` its two magnetised sectors carry equal weight; a
+//! proposal that drew one sector more than the other would make the exact chain slow to move
+//! between them. `Z2::Mixture`: `q_sym(s) = (q(s) + q(-s)) / 2`, drawn as `s ~ q` and a flip
+//! of every spin with probability 1/2; its log-probability
+//! `log q_sym = logsumexp(log q(s), log q(-s)) - ln 2` takes two passes of the network (one
+//! comes from the draw). `Z2::Pinned`: the model's first revealed site `x0` is pinned up
+//! ([`ModelConfig::pin_first`]), so `q` is a distribution over the configurations with
+//! `s_x0 = +1`, and the proposal `q_pin(s) = q(s_x0 s) / 2` (flip `s` when `s_x0 = -1`) is
+//! drawn as `s ~ q` and a flip with probability 1/2: flip-symmetric, exactly normalised,
+//! and one pass of the network per evaluation. Both are what training and the exactness
+//! machinery use, so neither magnetisation sector is lost; at `h != 0` both stay exact (the
+//! weights carry the asymmetry).
 //!
-//! **Exactness.** Importance weights `log w = -beta E(s) - log q_sym(s)` give the effective
+//! **Exactness.** Importance weights `log w = -beta E(s) - log q(s)` (`q` the proposal) give the effective
 //! sample size `ESS = (sum w)^2 / (B sum w^2)` and `log Z = log mean w` with a delta-method
 //! error; an independence Metropolis-Hastings chain accepts a proposal `s'` with
 //! `min(1, w(s') / w(s))`, exact for any model, however poorly trained (only slower).
@@ -57,8 +66,10 @@ pub struct TrainConfig {
     pub anneal_iters: usize,
     /// Starting fraction of beta when annealing.
     pub anneal_start: f64,
-    /// Use the Z2-symmetrised proposal `q_sym`.
-    pub symmetric: bool,
+    /// How the proposal is made flip-symmetric ([`Z2`]); read as `symmetric = true|false`
+    /// (mixture or none) from the configuration of runs made before the pinned form.
+    #[serde(alias = "symmetric", deserialize_with = "Z2::deserialize_or_bool")]
+    pub z2: Z2,
     pub seed: u64,
 }
 
@@ -70,9 +81,59 @@ impl Default for TrainConfig {
             lr: 1e-2,
             anneal_iters: 0,
             anneal_start: 0.3,
-            symmetric: true,
+            z2: Z2::Mixture,
             seed: 1,
         }
+    }
+}
+
+/// How the model's proposal respects the spin-flip symmetry (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Z2 {
+    /// `q` itself.
+    None,
+    /// `(q(s) + q(-s)) / 2`: two network passes per evaluation.
+    Mixture,
+    /// `q(s_x0 s) / 2` with the first revealed site `x0` of `q` pinned up: one pass.
+    Pinned,
+}
+
+impl Z2 {
+    pub fn parse(s: &str) -> Result<Z2> {
+        match s {
+            "none" => Ok(Z2::None),
+            "mixture" => Ok(Z2::Mixture),
+            "pinned" => Ok(Z2::Pinned),
+            _ => Err(Error::Input(format!(
+                "--z2 {s}: expected pinned, mixture or none"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Z2::None => "none",
+            Z2::Mixture => "mixture",
+            Z2::Pinned => "pinned",
+        }
+    }
+
+    /// A [`Z2`], or the `symmetric` flag of older configurations (`true`: mixture).
+    fn deserialize_or_bool<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Z2, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Flag(bool),
+            Mode(Z2),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Flag(true) => Z2::Mixture,
+            Either::Flag(false) => Z2::None,
+            Either::Mode(z) => z,
+        })
     }
 }
 
@@ -132,6 +193,11 @@ impl IsingModel {
         device: &Device,
         cfg: TrainConfig,
     ) -> Result<Self> {
+        // The pinned proposal pins the model's first site; the others leave it free.
+        let model_cfg = ModelConfig {
+            pin_first: cfg.z2 == Z2::Pinned,
+            ..model_cfg
+        };
         let model = MaskedDiffusion::new(
             lattice,
             2,
@@ -175,55 +241,80 @@ impl IsingModel {
             .collect()
     }
 
-    /// Draws `b` proposals: `(states, log q_sym)` (or `log q` without symmetry). `log q(s)`
-    /// of a drawn `s` comes from sampling, so `q_sym` costs one teacher-forced pass for
-    /// `log q(-s)`.
+    /// Draws `b` proposals: `(states, log q)` of the flip-symmetric proposal ([`Z2`]).
+    /// `log q(s)` of a drawn `s` comes from sampling, so the mixture costs one more pass for
+    /// `log q(-s)`, the pinned form none.
     pub fn propose(&self, b: usize, rng: &mut impl Rng) -> Result<(Vec<u8>, Vec<f64>)> {
         let (mut s, logq) = self.model.sample(b, rng)?;
-        if !self.cfg.symmetric {
-            return Ok((s, logq));
-        }
-        let n = self.model.n_sites();
-        let flipped: Vec<u8> = s.iter().map(|v| v ^ 1).collect();
-        // Teacher forcing evaluates every step for every configuration: bound the rows
-        // (configurations x steps x sites) of one pass to keep memory flat in the batch size.
-        let per = (ROWS_PER_PASS / (n * self.model.schedule().n_steps())).max(1);
-        let mut other: Vec<f64> = Vec::with_capacity(b);
-        for chunk in flipped.chunks(per * n) {
-            let lp = self.model.log_prob(chunk)?.to_dtype(DType::F64)?;
-            other.extend(lp.to_vec1::<f64>()?);
-        }
-        let lq = logq
-            .iter()
-            .zip(&other)
-            .map(|(&a, &f)| {
-                let m = a.max(f);
-                m + ((a - m).exp() + (f - m).exp()).ln() - std::f64::consts::LN_2
-            })
-            .collect();
-        // q_sym(s) = q_sym(-s): flip each proposal with probability 1/2.
-        for row in s.chunks_mut(n) {
+        let lq = match self.cfg.z2 {
+            Z2::None => return Ok((s, logq)),
+            Z2::Pinned => logq.iter().map(|l| l - std::f64::consts::LN_2).collect(),
+            Z2::Mixture => {
+                let n = self.model.n_sites();
+                let flipped: Vec<u8> = s.iter().map(|v| v ^ 1).collect();
+                // Teacher forcing evaluates every step for every configuration: bound the
+                // rows (configurations x steps x sites) of one pass to keep memory flat in
+                // the batch size.
+                let per = (ROWS_PER_PASS / (n * self.model.schedule().n_steps())).max(1);
+                let mut other: Vec<f64> = Vec::with_capacity(b);
+                for chunk in flipped.chunks(per * n) {
+                    let lp = self.model.log_prob(chunk)?.to_dtype(DType::F64)?;
+                    other.extend(lp.to_vec1::<f64>()?);
+                }
+                logq.iter()
+                    .zip(&other)
+                    .map(|(&a, &f)| {
+                        let m = a.max(f);
+                        m + ((a - m).exp() + (f - m).exp()).ln() - std::f64::consts::LN_2
+                    })
+                    .collect()
+            }
+        };
+        // The proposal is flip-symmetric: flip each draw with probability 1/2.
+        self.flip_half(&mut s, rng);
+        Ok((s, lq))
+    }
+
+    /// Flips every spin of each configuration with probability 1/2.
+    fn flip_half(&self, s: &mut [u8], rng: &mut impl Rng) {
+        for row in s.chunks_mut(self.model.n_sites()) {
             if rng.random::<bool>() {
                 row.iter_mut().for_each(|v| *v ^= 1);
             }
         }
-        Ok((s, lq))
     }
 
-    /// Differentiable `log q_sym(s)` (or `log q(s)`) for a batch.
+    /// Differentiable `log q` of the flip-symmetric proposal ([`Z2`]) for a batch.
     pub fn log_q(&self, s: &[u8]) -> Result<Tensor> {
-        if !self.cfg.symmetric {
-            return self.model.log_prob(s);
+        let n = self.model.n_sites();
+        match self.cfg.z2 {
+            Z2::None => self.model.log_prob(s),
+            Z2::Pinned => {
+                // The gauge: flip the configurations whose pinned site is down.
+                let x0 = self.model.pinned_site().expect("checked in new");
+                let mut fixed = s.to_vec();
+                for row in fixed.chunks_mut(n) {
+                    if row[x0] == 1 {
+                        row.iter_mut().for_each(|v| *v ^= 1);
+                    }
+                }
+                Ok(self
+                    .model
+                    .log_prob(&fixed)?
+                    .affine(1.0, -std::f64::consts::LN_2)?)
+            }
+            Z2::Mixture => {
+                let b = s.len() / n;
+                let mut both = s.to_vec();
+                both.extend(s.iter().map(|v| v ^ 1));
+                let lp = self.model.log_prob(&both)?;
+                let a = lp.narrow(0, 0, b)?;
+                let f = lp.narrow(0, b, b)?;
+                let m = a.maximum(&f)?;
+                let lse = (((&a - &m)?.exp()? + (&f - &m)?.exp()?)?.log()? + m)?;
+                Ok((lse - std::f64::consts::LN_2)?)
+            }
         }
-        let b = s.len() / self.model.n_sites();
-        let mut both = s.to_vec();
-        both.extend(s.iter().map(|v| v ^ 1));
-        let lp = self.model.log_prob(&both)?;
-        let a = lp.narrow(0, 0, b)?;
-        let f = lp.narrow(0, b, b)?;
-        let m = a.maximum(&f)?;
-        let lse = (((&a - &m)?.exp()? + (&f - &m)?.exp()?)?.log()? + m)?;
-        Ok((lse - std::f64::consts::LN_2)?)
     }
 
     fn beta_at(&self, t: usize) -> f64 {
@@ -248,21 +339,17 @@ impl IsingModel {
         let comm = self.comm.clone();
         let chunks = Chunks::new(b, self.chunks, comm.size(), "--chains")?;
         let beta_t = self.beta_at(t);
-        let n = self.model.n_sites();
         let mut spins = Vec::new();
         // Per chunk of this rank: the differentiable log q, and (f, log q) per sample.
         let mut mine = Vec::new();
         let mut local = Vec::new();
         for c in chunks.of_rank(comm.rank(), comm.size()) {
             let mut rng = chunk_rng(self.cfg.seed, t, c);
-            // Draw from q_sym without its log q (the differentiable pass below computes it).
+            // Draw from the symmetric proposal without its log q (the differentiable pass
+            // below computes it).
             let (mut s, _) = self.model.sample(chunks.range(c).len(), &mut rng)?;
-            if self.cfg.symmetric {
-                for row in s.chunks_mut(n) {
-                    if rng.random::<bool>() {
-                        row.iter_mut().for_each(|v| *v ^= 1);
-                    }
-                }
+            if self.cfg.z2 != Z2::None {
+                self.flip_half(&mut s, &mut rng);
             }
             let e = self.energies(&s, &mut spins);
             let lq_t = self.log_q(&s)?;
@@ -311,7 +398,7 @@ impl IsingModel {
     /// Runs an independence MH chain of `proposals` model proposals drawn in batches of
     /// `batch` with the generator `rng`; records every chain state. With `local_every = m > 0`
     /// every `m`-th step is followed by one single-spin Metropolis sweep of the current state
-    /// (and one evaluation of its `log q_sym`): both kernels leave `exp(-beta E)` invariant, so
+    /// (and one evaluation of its `log q`): both kernels leave `exp(-beta E)` invariant, so
     /// the composed chain is exact too, and the local sweeps reach configurations the model
     /// (almost) never proposes, which a pure independence chain can only reach in principle.
     #[allow(clippy::too_many_arguments)]

@@ -191,6 +191,14 @@ pub struct ModelConfig {
     /// How far apart the taps of the convolutions are ([`Dilation`]).
     #[serde(default)]
     pub dilation: Dilation,
+    /// Pin the first site the schedule reveals to local state 0: its conditional is fixed,
+    /// `p(s_x0 = 0) = 1`, and `p` is a distribution over the configurations with `s_x0 = 0`.
+    /// A gauge for targets symmetric under a global flip `s -> -s`: the proposal
+    /// `q(s) = p(g s) / 2`, `g` the flip that makes `s_x0 = 0` (or none), is flip-symmetric,
+    /// exactly normalised and costs one evaluation of `p` where the mixture
+    /// `(p(s) + p(-s)) / 2` costs two (see [`crate::field::variational::Z2`]).
+    #[serde(default)]
+    pub pin_first: bool,
 }
 
 /// The spacing of the convolutions' taps: a tap `j` (`|j| <= (kernel - 1)/2` per axis) of
@@ -246,6 +254,7 @@ impl Default for ModelConfig {
             network: Network::Masked,
             symmetry: None,
             dilation: Dilation::None,
+            pin_first: false,
         }
     }
 }
@@ -386,6 +395,9 @@ pub struct MaskedDiffusion {
     receptive: usize,
     /// Whether the causal network draws step by step (see [`Self::use_stepwise_draws`]).
     stepwise: bool,
+    /// With [`ModelConfig::pin_first`], `1 x N x d` logits added to every row: [`FORBIDDEN`]
+    /// for the states other than 0 of the first site revealed, zero elsewhere.
+    pin: Option<Tensor>,
 }
 
 impl MaskedDiffusion {
@@ -498,6 +510,14 @@ impl MaskedDiffusion {
                 Tensor::from_vec(nb, len, device)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
+        let pin = if cfg.pin_first {
+            let mut mask = vec![0f32; n * d];
+            let x0 = schedule.steps()[0][0];
+            mask[x0 * d + 1..(x0 + 1) * d].fill(FORBIDDEN);
+            Some(Tensor::from_vec(mask, (1, n, d), device)?.to_dtype(dtype)?)
+        } else {
+            None
+        };
         let width = cfg.width;
         let dilated = dil.iter().flatten().any(|&g| g > 1);
         let receptive = (k / 2)
@@ -524,6 +544,7 @@ impl MaskedDiffusion {
             dilated,
             receptive,
             stepwise: true,
+            pin,
         };
         let taps = model.neighbours[0].dim(0)? / n;
         model.use_dense_convolutions(!dilated && DenseConv::pays(n, taps, width))?;
@@ -950,13 +971,21 @@ impl MaskedDiffusion {
         Ok(Some(t))
     }
 
-    /// The logits of the local states (sector mask applied) from the network output.
+    /// The logits of the local states (sector mask and pin applied) from the network output.
     fn logits(&self, out: &Tensor, s: &[u8], steps: &[usize]) -> Result<Tensor> {
-        let logits = out.narrow(2, 0, self.d)?;
-        Ok(match self.sector_mask(s, steps)? {
-            Some(m) => (logits + m)?,
-            None => logits,
-        })
+        let mut logits = out.narrow(2, 0, self.d)?;
+        if let Some(m) = self.sector_mask(s, steps)? {
+            logits = (logits + m)?;
+        }
+        if let Some(pin) = &self.pin {
+            logits = logits.broadcast_add(pin)?;
+        }
+        Ok(logits)
+    }
+
+    /// The pinned site ([`ModelConfig::pin_first`]), if any.
+    pub fn pinned_site(&self) -> Option<usize> {
+        self.pin.as_ref().map(|_| self.schedule.steps()[0][0])
     }
 
     /// Every site's periodic neighbours at offsets `dilation[site] j`, `|j| <= (k - 1)/2`

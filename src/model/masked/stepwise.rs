@@ -203,6 +203,11 @@ impl MaskedDiffusion {
             .reshape((b, m, w.dim(1)?))?
             .broadcast_add(bias)?
             .narrow(2, 0, d)?;
+        // The pin, on the first site of step 0 ([`super::ModelConfig::pin_first`]).
+        let out = match &self.pin {
+            Some(pin) if k == 0 => out.broadcast_add(&pin.index_select(&step.sites, 1)?)?,
+            _ => out,
+        };
         let lsm = candle_nn::ops::log_softmax(&out, 2)?;
         Ok(lsm.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
     }
