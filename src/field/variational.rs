@@ -258,8 +258,7 @@ impl IsingModel {
                 let per = (ROWS_PER_PASS / (n * self.model.schedule().n_steps())).max(1);
                 let mut other: Vec<f64> = Vec::with_capacity(b);
                 for chunk in flipped.chunks(per * n) {
-                    let lp = self.model.log_prob(chunk)?.to_dtype(DType::F64)?;
-                    other.extend(lp.to_vec1::<f64>()?);
+                    other.extend(self.model.log_prob_values(chunk)?);
                 }
                 logq.iter()
                     .zip(&other)
@@ -284,25 +283,55 @@ impl IsingModel {
         }
     }
 
+    /// The configurations of the pinned model that give `q_pin(s)`: `s` flipped where
+    /// the pinned site is down.
+    fn gauge_fixed(&self, s: &[u8]) -> Vec<u8> {
+        let n = self.model.n_sites();
+        let x0 = self.model.pinned_site().expect("Z2::Pinned pins the model");
+        let mut fixed = s.to_vec();
+        for row in fixed.chunks_mut(n) {
+            if row[x0] == 1 {
+                row.iter_mut().for_each(|v| *v ^= 1);
+            }
+        }
+        fixed
+    }
+
+    /// The values of [`Self::log_q`] (no gradient; see [`MaskedDiffusion::log_prob_values`]).
+    pub fn log_q_values(&self, s: &[u8]) -> Result<Vec<f64>> {
+        match self.cfg.z2 {
+            Z2::None => self.model.log_prob_values(s),
+            Z2::Pinned => Ok(self
+                .model
+                .log_prob_values(&self.gauge_fixed(s))?
+                .into_iter()
+                .map(|l| l - std::f64::consts::LN_2)
+                .collect()),
+            Z2::Mixture => {
+                let mut flipped: Vec<u8> = s.iter().map(|v| v ^ 1).collect();
+                flipped.splice(0..0, s.iter().copied());
+                let lp = self.model.log_prob_values(&flipped)?;
+                let (a, f) = lp.split_at(lp.len() / 2);
+                Ok(a.iter()
+                    .zip(f)
+                    .map(|(&a, &f)| {
+                        let m = a.max(f);
+                        m + ((a - m).exp() + (f - m).exp()).ln() - std::f64::consts::LN_2
+                    })
+                    .collect())
+            }
+        }
+    }
+
     /// Differentiable `log q` of the flip-symmetric proposal ([`Z2`]) for a batch.
     pub fn log_q(&self, s: &[u8]) -> Result<Tensor> {
         let n = self.model.n_sites();
         match self.cfg.z2 {
             Z2::None => self.model.log_prob(s),
-            Z2::Pinned => {
-                // The gauge: flip the configurations whose pinned site is down.
-                let x0 = self.model.pinned_site().expect("checked in new");
-                let mut fixed = s.to_vec();
-                for row in fixed.chunks_mut(n) {
-                    if row[x0] == 1 {
-                        row.iter_mut().for_each(|v| *v ^= 1);
-                    }
-                }
-                Ok(self
-                    .model
-                    .log_prob(&fixed)?
-                    .affine(1.0, -std::f64::consts::LN_2)?)
-            }
+            Z2::Pinned => Ok(self
+                .model
+                .log_prob(&self.gauge_fixed(s))?
+                .affine(1.0, -std::f64::consts::LN_2)?),
             Z2::Mixture => {
                 let b = s.len() / n;
                 let mut both = s.to_vec();
@@ -453,8 +482,7 @@ impl IsingModel {
                     for (u, &v) in state_u8.iter_mut().zip(&cur) {
                         *u = u8::from(v < 0);
                     }
-                    let lq: Vec<f64> = self.log_q(&state_u8)?.to_dtype(DType::F64)?.to_vec1()?;
-                    cur_lw = -self.beta * cur_e - lq[0];
+                    cur_lw = -self.beta * cur_e - self.log_q_values(&state_u8)?[0];
                 }
                 rec.record(&cur, cur_e);
                 chain.extend_from_slice(&cur);

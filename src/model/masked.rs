@@ -40,6 +40,7 @@ use crate::rg::Schedule;
 use super::activation::FastTanh;
 use super::symmetry::SymmetryGroup;
 
+mod host;
 mod stepwise;
 use stepwise::StepGather;
 
@@ -395,6 +396,9 @@ pub struct MaskedDiffusion {
     receptive: usize,
     /// Whether the causal network draws step by step (see [`Self::use_stepwise_draws`]).
     stepwise: bool,
+    /// Whether the causal network runs on the host where it can (see
+    /// [`Self::use_host_kernels`]).
+    host: bool,
     /// With [`ModelConfig::pin_first`], `1 x N x d` logits added to every row: [`FORBIDDEN`]
     /// for the states other than 0 of the first site revealed, zero elsewhere.
     pin: Option<Tensor>,
@@ -544,6 +548,7 @@ impl MaskedDiffusion {
             dilated,
             receptive,
             stepwise: true,
+            host: true,
             pin,
         };
         let taps = model.neighbours[0].dim(0)? / n;
@@ -585,6 +590,14 @@ impl MaskedDiffusion {
     /// timing.
     pub fn use_stepwise_draws(&mut self, on: bool) {
         self.stepwise = on;
+    }
+
+    /// The causal network's draws and [`Self::log_prob_values`] run on the host, site by
+    /// site (the `host` module; CPU, `f32`, no `S^z` sector), or (`false`) as tensor
+    /// operations. Both compute the same function (to rounding); the host is the default,
+    /// the other for tests and timing.
+    pub fn use_host_kernels(&mut self, on: bool) {
+        self.host = on;
     }
 
     /// Whether the convolutions are evaluated as dense matrices (see
@@ -1540,6 +1553,15 @@ impl MaskedDiffusion {
         Ok((sum.log()? + max.squeeze(0)?)?.affine(1.0, -(g.order() as f64).ln())?)
     }
 
+    /// The values of [`Self::log_prob`] (no gradient): for the causal network on the CPU
+    /// in `f32` computed on the host, site by site (see [`Self::use_host_kernels`]).
+    pub fn log_prob_values(&self, s: &[u8]) -> Result<Vec<f64>> {
+        if self.symmetry.is_none() && self.runs_on_host() {
+            return Ok(self.host_net()?.log_prob(s));
+        }
+        Ok(self.log_prob(s)?.to_dtype(DType::F64)?.to_vec1()?)
+    }
+
     /// [`Self::log_prob`] of the plain network.
     fn log_prob_raw(&self, s: &[u8]) -> Result<Tensor> {
         let b = s.len() / self.n;
@@ -1841,6 +1863,9 @@ impl MaskedDiffusion {
         let mut logq = vec![0f64; b];
         let mut cond = vec![0f64; b * n * d];
         let mut lq = vec![0f64; d];
+        if self.stepwise && self.runs_on_host() {
+            return Ok(self.host_net()?.draw(b, beta, rng));
+        }
         let mut stepwise = if self.draws_stepwise() {
             Some(self.stepwise_start(b)?)
         } else {
@@ -1882,43 +1907,11 @@ impl MaskedDiffusion {
                         (row * n + x) * d
                     };
                     cond[at..at + d].copy_from_slice(&lsm[from..from + d]);
-                    let lsm = if beta == 1.0 {
-                        &lsm[from..from + d]
-                    } else {
-                        // log q = beta log p - log sum_u p(u)^beta (max-shifted).
-                        let max = lsm[from..from + d].iter().fold(f64::MIN, |a, &v| a.max(v));
-                        let z = lsm[from..from + d]
-                            .iter()
-                            .map(|&v| (beta * (v - max)).exp())
-                            .sum::<f64>()
-                            .ln();
-                        for (q, &v) in lq.iter_mut().zip(&lsm[from..from + d]) {
-                            // Forbidden values stay forbidden.
-                            *q = if v > f64::from(FORBIDDEN) / 2.0 {
-                                beta * (v - max) - z
-                            } else {
-                                v
-                            };
-                        }
-                        &lq[..]
-                    };
                     let u: f64 = rng.random();
-                    let mut acc = 0.0;
-                    // If rounding leaves u above the total, the last allowed value.
-                    let mut v = (0..d)
-                        .rev()
-                        .find(|&c| lsm[c] > f64::from(FORBIDDEN) / 2.0)
-                        .unwrap_or(d - 1);
-                    for (c, &l) in lsm.iter().enumerate() {
-                        acc += l.exp();
-                        if u < acc {
-                            v = c;
-                            break;
-                        }
-                    }
+                    let (v, lq_v) = draw_value(&lsm[from..from + d], beta, u, &mut lq);
                     s[i * n + x] = v as u8;
                     logp[i] += cond[at + v];
-                    logq[i] += lsm[v];
+                    logq[i] += lq_v;
                 }
             }
         }
@@ -1939,4 +1932,45 @@ impl MaskedDiffusion {
     pub fn load(&mut self, path: &Path) -> Result<()> {
         super::params::load(&self.params, path, &self.device, self.dtype)
     }
+}
+
+/// Draws a local value from the conditional `lsm` (log-probabilities of the `d` values),
+/// raised to the power `beta` and renormalised (`beta = 1`: `lsm` itself), with the uniform
+/// `u`: `(value, log q(value))`. `lq` (length `d`) is scratch for the tempered conditional.
+/// Values with a [`FORBIDDEN`] logit stay forbidden.
+fn draw_value(lsm: &[f64], beta: f64, u: f64, lq: &mut [f64]) -> (usize, f64) {
+    let d = lsm.len();
+    let lsm = if beta == 1.0 {
+        lsm
+    } else {
+        // log q = beta log p - log sum_u p(u)^beta (max-shifted).
+        let max = lsm.iter().fold(f64::MIN, |a, &v| a.max(v));
+        let z = lsm
+            .iter()
+            .map(|&v| (beta * (v - max)).exp())
+            .sum::<f64>()
+            .ln();
+        for (q, &v) in lq.iter_mut().zip(lsm) {
+            *q = if v > f64::from(FORBIDDEN) / 2.0 {
+                beta * (v - max) - z
+            } else {
+                v
+            };
+        }
+        &lq[..d]
+    };
+    let mut acc = 0.0;
+    // If rounding leaves u above the total, the last allowed value.
+    let mut v = (0..d)
+        .rev()
+        .find(|&c| lsm[c] > f64::from(FORBIDDEN) / 2.0)
+        .unwrap_or(d - 1);
+    for (c, &l) in lsm.iter().enumerate() {
+        acc += l.exp();
+        if u < acc {
+            v = c;
+            break;
+        }
+    }
+    (v, lsm[v])
 }
