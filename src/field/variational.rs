@@ -45,7 +45,7 @@ use super::observables::{Estimate, Recorder};
 use super::theory::{ising_energy, Neighbours};
 use crate::error::{Error, Result};
 use crate::lattice::Lattice;
-use crate::model::{MaskedDiffusion, ModelConfig};
+use crate::model::{Frozen, MaskedDiffusion, ModelConfig};
 use crate::parallel::{self, chunk_rng, Chunks, Communicator};
 use crate::rg::Schedule;
 use crate::vmc::adam::Adam;
@@ -245,7 +245,17 @@ impl IsingModel {
     /// `log q(s)` of a drawn `s` comes from sampling, so the mixture costs one more pass for
     /// `log q(-s)`, the pinned form none.
     pub fn propose(&self, b: usize, rng: &mut impl Rng) -> Result<(Vec<u8>, Vec<f64>)> {
-        let (mut s, logq) = self.model.sample(b, rng)?;
+        self.propose_with(&self.model.frozen()?, b, rng)
+    }
+
+    /// [`Self::propose`] with the network frozen once for many calls.
+    pub fn propose_with(
+        &self,
+        net: &Frozen,
+        b: usize,
+        rng: &mut impl Rng,
+    ) -> Result<(Vec<u8>, Vec<f64>)> {
+        let (mut s, logq) = net.sample(b, rng)?;
         let lq = match self.cfg.z2 {
             Z2::None => return Ok((s, logq)),
             Z2::Pinned => logq.iter().map(|l| l - std::f64::consts::LN_2).collect(),
@@ -258,7 +268,7 @@ impl IsingModel {
                 let per = (ROWS_PER_PASS / (n * self.model.schedule().n_steps())).max(1);
                 let mut other: Vec<f64> = Vec::with_capacity(b);
                 for chunk in flipped.chunks(per * n) {
-                    other.extend(self.model.log_prob_values(chunk)?);
+                    other.extend(net.log_prob_values(chunk)?);
                 }
                 logq.iter()
                     .zip(&other)
@@ -299,10 +309,14 @@ impl IsingModel {
 
     /// The values of [`Self::log_q`] (no gradient; see [`MaskedDiffusion::log_prob_values`]).
     pub fn log_q_values(&self, s: &[u8]) -> Result<Vec<f64>> {
+        self.log_q_values_with(&self.model.frozen()?, s)
+    }
+
+    /// [`Self::log_q_values`] with the network frozen once for many calls.
+    pub fn log_q_values_with(&self, net: &Frozen, s: &[u8]) -> Result<Vec<f64>> {
         match self.cfg.z2 {
-            Z2::None => self.model.log_prob_values(s),
-            Z2::Pinned => Ok(self
-                .model
+            Z2::None => net.log_prob_values(s),
+            Z2::Pinned => Ok(net
                 .log_prob_values(&self.gauge_fixed(s))?
                 .into_iter()
                 .map(|l| l - std::f64::consts::LN_2)
@@ -310,7 +324,7 @@ impl IsingModel {
             Z2::Mixture => {
                 let mut flipped: Vec<u8> = s.iter().map(|v| v ^ 1).collect();
                 flipped.splice(0..0, s.iter().copied());
-                let lp = self.model.log_prob_values(&flipped)?;
+                let lp = net.log_prob_values(&flipped)?;
                 let (a, f) = lp.split_at(lp.len() / 2);
                 Ok(a.iter()
                     .zip(f)
@@ -454,13 +468,15 @@ impl IsingModel {
         let mut complete = true;
         let mut local = IsingChain::new(self.nb.clone(), self.beta, self.j, self.h);
         let mut state_u8 = vec![0u8; n];
+        // The parameters stay fixed during the chain: lay out the network once.
+        let net = self.model.frozen()?;
         while log_w.len() < proposals {
             if stop.load(Ordering::SeqCst) {
                 complete = false;
                 break;
             }
             let b = batch.min(proposals - log_w.len());
-            let (s, lq) = self.propose(b, rng)?;
+            let (s, lq) = self.propose_with(&net, b, rng)?;
             let e = self.energies(&s, &mut spins);
             for i in 0..b {
                 let lw = -self.beta * e[i] - lq[i];
@@ -482,7 +498,7 @@ impl IsingModel {
                     for (u, &v) in state_u8.iter_mut().zip(&cur) {
                         *u = u8::from(v < 0);
                     }
-                    cur_lw = -self.beta * cur_e - self.log_q_values(&state_u8)?[0];
+                    cur_lw = -self.beta * cur_e - self.log_q_values_with(&net, &state_u8)?[0];
                 }
                 rec.record(&cur, cur_e);
                 chain.extend_from_slice(&cur);

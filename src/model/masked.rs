@@ -41,6 +41,7 @@ use super::activation::FastTanh;
 use super::symmetry::SymmetryGroup;
 
 mod host;
+pub use host::Frozen;
 mod stepwise;
 use stepwise::StepGather;
 

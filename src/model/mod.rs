@@ -3,8 +3,9 @@
 //! [`MaskedDiffusion`] is the RG masked-diffusion model for discrete local spaces: a
 //! translation-equivariant denoiser that, at each reverse step of a decimation schedule,
 //! returns a categorical distribution for every site revealed at that step given the sites
-//! revealed before. It is exactly normalised, sampled exactly in one network pass per step,
-//! and serves as a variational wavefunction `psi(s) = sqrt(p(s)) exp(i theta(s))`.
+//! revealed before. It is exactly normalised, sampled exactly in one network pass per step
+//! (the step-causal network: each site evaluated once, at its step), and serves as a
+//! variational wavefunction `psi(s) = sqrt(p(s)) exp(i theta(s))`.
 //!
 //! [`ScoreNet`] is the RG-flow score model for real fields: an equivariant score `s(phi, t)`
 //! of a Gaussian RG scheme with closed-form divergence, `J^T u` and gradient of the
@@ -18,6 +19,8 @@ pub mod score;
 pub mod symmetry;
 pub mod unique;
 
-pub use masked::{dilations, Dilation, MaskedDiffusion, ModelConfig, Network, Phase, Sampled};
+pub use masked::{
+    dilations, Dilation, Frozen, MaskedDiffusion, ModelConfig, Network, Phase, Sampled,
+};
 pub use score::{ScoreConfig, ScoreNet};
 pub use symmetry::SymmetryGroup;

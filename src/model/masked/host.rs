@@ -119,6 +119,47 @@ impl MaskedDiffusion {
     }
 }
 
+/// The network frozen for evaluation while its parameters stay fixed (the proposals of a
+/// Markov chain): on the host its weights are laid out once, not on every call (a local
+/// sweep's single configuration cost more to set up than to evaluate).
+pub struct Frozen<'a> {
+    model: &'a MaskedDiffusion,
+    host: Option<HostNet>,
+}
+
+impl MaskedDiffusion {
+    /// This network, frozen (see [`Frozen`]); valid until its parameters change.
+    pub fn frozen(&self) -> Result<Frozen<'_>> {
+        let host = if self.symmetry.is_none() && self.runs_on_host() {
+            Some(self.host_net()?)
+        } else {
+            None
+        };
+        Ok(Frozen { model: self, host })
+    }
+}
+
+impl Frozen<'_> {
+    /// [`MaskedDiffusion::sample`].
+    pub fn sample(&self, b: usize, rng: &mut impl Rng) -> Result<(Vec<u8>, Vec<f64>)> {
+        match &self.host {
+            Some(net) if self.model.stepwise => {
+                let out = net.draw(b, 1.0, rng);
+                Ok((out.configs, out.log_p))
+            }
+            _ => self.model.sample(b, rng),
+        }
+    }
+
+    /// [`MaskedDiffusion::log_prob_values`].
+    pub fn log_prob_values(&self, s: &[u8]) -> Result<Vec<f64>> {
+        match &self.host {
+            Some(net) => Ok(net.log_prob(s)),
+            None => self.model.log_prob_values(s),
+        }
+    }
+}
+
 impl HostNet {
     /// The per-row buffers of [`Self::row_step`]: the hidden states `X_1 .. X_L` of every
     /// site (`L x N x padded`) and the channel counts before each step (`n_steps x (d + 1)`).
