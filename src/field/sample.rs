@@ -882,7 +882,7 @@ pub fn chain_warnings(
              proposals), but with so few importance-weight effective samples a rarely proposed \
              heavy state can hold it for longer than the run while tau_int looks small, so \
              these error bars may be too small (a 32x32 run with 5 effective samples gave E/N \
-             4.4 error bars off); compare with --method wolff, or {advice}"
+             4.4 error bars off): train longer, or compare with --method wolff"
         )]
     } else {
         vec![format!(
