@@ -770,66 +770,85 @@ fn dense_and_unfolded_convolutions_agree() {
     assert!(!m.dense_convolutions(), "64 sites, 3 taps: unfolded");
 }
 
-/// The causal network's stepwise draws (each site evaluated once, at its step, from the
-/// hidden states of earlier steps) equal draws with one full causal pass per step: the same
-/// samples from the same seed and the same `log p` (and tempered `log q`), for one to three
-/// layers, undilated and level-dilated, a learned phase head (extra output channels), every
-/// schedule, a pinned first site, and `log p` equal to the full-pass `log_prob`.
-#[test]
-fn stepwise_draws_equal_full_causal_passes() {
+/// Causal networks for comparing two ways of drawing or evaluating them: (lattice, d, scheme,
+/// config) with widths below, at and above one register of eight channels, one to three
+/// layers, three local states, both dilations, a learned phase head (extra output channels),
+/// pinned first sites, and every schedule.
+fn causal_cases() -> Vec<(Lattice, usize, &'static str, ModelConfig)> {
     let cases = [
         (
             Lattice::chain(12, Boundary::Periodic),
             2,
             "rg",
             1,
+            5,
             Dilation::None,
+            false,
         ),
         (
             Lattice::chain(8, Boundary::Periodic),
             3,
             "autoregressive",
             2,
+            8,
             Dilation::None,
+            true,
         ),
         (
             Lattice::square(4, 4, Boundary::Periodic),
             2,
             "rg-colors=2",
             2,
+            12,
             Dilation::None,
+            false,
         ),
         (
             Lattice::square(8, 8, Boundary::Periodic),
             2,
             "rg",
             3,
+            8,
             Dilation::Levels,
+            true,
         ),
         (
             Lattice::square(8, 8, Boundary::Periodic),
             2,
             "rg",
             2,
+            6,
             Dilation::Layers,
+            false,
         ),
     ];
-    for (lat, d, scheme, depth, dilation) in cases {
-        let what = format!(
-            "{:?} d={d} {scheme} depth {depth} {dilation:?}",
-            lat.extent()
-        );
-        let cfg = ModelConfig {
-            width: 5,
-            depth,
-            kernel: 3,
-            phase: Phase::Learned,
-            sz: None,
-            network: Network::Causal,
-            symmetry: None,
-            dilation,
-            pin_first: depth == 2,
-        };
+    cases
+        .into_iter()
+        .map(|(lat, d, scheme, depth, width, dilation, pin_first)| {
+            let cfg = ModelConfig {
+                width,
+                depth,
+                kernel: 3,
+                phase: Phase::Learned,
+                network: Network::Causal,
+                dilation,
+                pin_first,
+                ..ModelConfig::default()
+            };
+            (lat, d, scheme, cfg)
+        })
+        .collect()
+}
+
+/// The causal network's stepwise draws (each site evaluated once, at its step, from the
+/// hidden states of earlier steps) equal draws with one full causal pass per step: the same
+/// samples from the same seed and the same `log p` (and tempered `log q`) for the networks of
+/// [`causal_cases`] in `f64` (the tensor stepwise draw), and `log p` equal to the full-pass
+/// `log_prob`.
+#[test]
+fn stepwise_draws_equal_full_causal_passes() {
+    for (lat, d, scheme, cfg) in causal_cases() {
+        let what = format!("{:?} d={d} {scheme} {cfg:?}", lat.extent());
         let sched = Schedule::parse(scheme, &lat).unwrap();
         let mut m = MaskedDiffusion::new(&lat, d, sched, cfg, &Device::Cpu, DType::F64, 5).unwrap();
         for beta in [1.0, 0.6] {
@@ -915,73 +934,12 @@ fn a_pinned_first_site_is_always_up_and_p_stays_normalised() {
 
 /// The causal network on the host (site by site, `f32`, the CPU default) against its tensor
 /// form: the same draws from the same seed, `log p`, tempered `log q` and conditionals to
-/// `f32` rounding, and `log_prob_values` equal to the tensor `log_prob`; widths below, at and
-/// above one register of eight channels, one to three layers, three local states, both
-/// dilations, a pinned site, every schedule.
+/// `f32` rounding, and `log_prob_values` equal to the tensor `log_prob`, for the networks of
+/// [`causal_cases`].
 #[test]
 fn host_kernels_equal_tensor_passes() {
-    let cases = [
-        (
-            Lattice::chain(12, Boundary::Periodic),
-            2,
-            "rg",
-            1,
-            5,
-            Dilation::None,
-            false,
-        ),
-        (
-            Lattice::chain(8, Boundary::Periodic),
-            3,
-            "autoregressive",
-            2,
-            8,
-            Dilation::None,
-            true,
-        ),
-        (
-            Lattice::square(4, 4, Boundary::Periodic),
-            2,
-            "rg-colors=2",
-            2,
-            12,
-            Dilation::None,
-            false,
-        ),
-        (
-            Lattice::square(8, 8, Boundary::Periodic),
-            2,
-            "rg",
-            3,
-            8,
-            Dilation::Levels,
-            true,
-        ),
-        (
-            Lattice::square(8, 8, Boundary::Periodic),
-            2,
-            "rg",
-            2,
-            6,
-            Dilation::Layers,
-            false,
-        ),
-    ];
-    for (lat, d, scheme, depth, width, dilation, pin_first) in cases {
-        let what = format!(
-            "{:?} d={d} {scheme} depth {depth} width {width} {dilation:?}",
-            lat.extent()
-        );
-        let cfg = ModelConfig {
-            width,
-            depth,
-            kernel: 3,
-            phase: Phase::Learned,
-            network: Network::Causal,
-            dilation,
-            pin_first,
-            ..ModelConfig::default()
-        };
+    for (lat, d, scheme, cfg) in causal_cases() {
+        let what = format!("{:?} d={d} {scheme} {cfg:?}", lat.extent());
         let sched = Schedule::parse(scheme, &lat).unwrap();
         let mut m = MaskedDiffusion::new(&lat, d, sched, cfg, &Device::Cpu, DType::F32, 5).unwrap();
         for beta in [1.0, 0.6] {

@@ -1103,6 +1103,19 @@ impl MaskedDiffusion {
         self.params.iter().map(|(_, v)| v.elem_count()).sum()
     }
 
+    /// Weight and bias of convolution `l`: the `depth` layers (0 first), then the head
+    /// (`l = depth`).
+    fn conv_params(&self, l: usize) -> (&Tensor, &Tensor) {
+        if l < self.cfg.depth {
+            (
+                self.param(&format!("layer{l}.weight")),
+                self.param(&format!("layer{l}.bias")),
+            )
+        } else {
+            (self.param("head.weight"), self.param("head.bias"))
+        }
+    }
+
     fn param(&self, name: &str) -> &Tensor {
         self.params
             .iter()
@@ -1295,14 +1308,7 @@ impl MaskedDiffusion {
         };
         let mut h = input.clone();
         for l in 0..=self.cfg.depth {
-            let (w, b) = if l < self.cfg.depth {
-                (
-                    self.param(&format!("layer{l}.weight")),
-                    self.param(&format!("layer{l}.bias")),
-                )
-            } else {
-                (self.param("head.weight"), self.param("head.bias"))
-            };
+            let (w, b) = self.conv_params(l);
             let mut z = self.conv(&h, w, b, l, causal)?;
             if l == 0 {
                 z = z.broadcast_add(&emb)?;

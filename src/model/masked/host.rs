@@ -77,19 +77,20 @@ impl MaskedDiffusion {
         let dp = self.d.div_ceil(LANES) * LANES;
         let mut weights = Vec::with_capacity(self.cfg.depth + 1);
         for l in 0..self.cfg.depth {
-            let w = self.unfolded_weight(self.param(&format!("layer{l}.weight")))?;
-            let b = vec(self.param(&format!("layer{l}.bias")))?;
+            let (w, b) = self.conv_params(l);
+            let w = vec(&self.unfolded_weight(w)?)?;
             weights.push((
-                pad_rows(&vec(&w)?, width, padded),
-                pad_rows(&b, width, padded),
+                pad_rows(&w, width, padded),
+                pad_rows(&vec(b)?, width, padded),
             ));
         }
         // The head: only the d logit channels (phase channels are not needed here).
+        let (wh, bh) = self.conv_params(self.cfg.depth);
         let wh = self
-            .unfolded_weight(self.param("head.weight"))?
+            .unfolded_weight(wh)?
             .narrow(1, 0, self.d)?
             .contiguous()?;
-        let bh = vec(&self.param("head.bias").narrow(0, 0, self.d)?)?;
+        let bh = vec(&bh.narrow(0, 0, self.d)?)?;
         weights.push((pad_rows(&vec(&wh)?, self.d, dp), pad_rows(&bh, self.d, dp)));
         let neighbours = self
             .neighbours

@@ -105,14 +105,7 @@ impl MaskedDiffusion {
     pub(super) fn stepwise_start(&self, b: usize) -> Result<Stepwise> {
         let mut weights = Vec::with_capacity(self.cfg.depth + 1);
         for l in 0..=self.cfg.depth {
-            let (w, bias) = if l < self.cfg.depth {
-                (
-                    self.param(&format!("layer{l}.weight")),
-                    self.param(&format!("layer{l}.bias")),
-                )
-            } else {
-                (self.param("head.weight"), self.param("head.bias"))
-            };
+            let (w, bias) = self.conv_params(l);
             weights.push((self.unfolded_weight(w)?, bias.unsqueeze(0)?.unsqueeze(0)?));
         }
         let zeros = Tensor::zeros((b, self.n + 1, self.cfg.width), self.dtype, &self.device)?;
