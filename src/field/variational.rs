@@ -137,6 +137,12 @@ impl Z2 {
     }
 }
 
+/// `log((q(s) + q(-s)) / 2)` from `log q(s)` and `log q(-s)` (max-shifted).
+fn log_mixture(a: f64, f: f64) -> f64 {
+    let m = a.max(f);
+    m + ((a - m).exp() + (f - m).exp()).ln() - std::f64::consts::LN_2
+}
+
 /// One training iteration's measurements (a row of `trace.csv`).
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainStats {
@@ -272,10 +278,7 @@ impl IsingModel {
                 }
                 logq.iter()
                     .zip(&other)
-                    .map(|(&a, &f)| {
-                        let m = a.max(f);
-                        m + ((a - m).exp() + (f - m).exp()).ln() - std::f64::consts::LN_2
-                    })
+                    .map(|(&a, &f)| log_mixture(a, f))
                     .collect()
             }
         };
@@ -326,13 +329,7 @@ impl IsingModel {
                 flipped.splice(0..0, s.iter().copied());
                 let lp = net.log_prob_values(&flipped)?;
                 let (a, f) = lp.split_at(lp.len() / 2);
-                Ok(a.iter()
-                    .zip(f)
-                    .map(|(&a, &f)| {
-                        let m = a.max(f);
-                        m + ((a - m).exp() + (f - m).exp()).ln() - std::f64::consts::LN_2
-                    })
-                    .collect())
+                Ok(a.iter().zip(f).map(|(&a, &f)| log_mixture(a, f)).collect())
             }
         }
     }
