@@ -840,6 +840,28 @@ fn causal_cases() -> Vec<(Lattice, usize, &'static str, ModelConfig)> {
         .collect()
 }
 
+/// The networks of [`causal_cases`] in `dtype`, each with a description.
+fn causal_models(dtype: DType) -> Vec<(String, MaskedDiffusion)> {
+    causal_cases()
+        .into_iter()
+        .map(|(lat, d, scheme, cfg)| {
+            let what = format!("{:?} d={d} {scheme} {cfg:?}", lat.extent());
+            let sched = Schedule::parse(scheme, &lat).unwrap();
+            let m = MaskedDiffusion::new(&lat, d, sched, cfg, &Device::Cpu, dtype, 5).unwrap();
+            (what, m)
+        })
+        .collect()
+}
+
+/// Every named pair of sequences agrees elementwise within `tol`.
+fn assert_all_close(what: &str, pairs: &[(&str, &[f64], &[f64])], tol: f64) {
+    for (name, a, b) in pairs {
+        for (x, y) in a.iter().zip(b.iter()) {
+            assert!((x - y).abs() < tol, "{what} {name}: {x} vs {y}");
+        }
+    }
+}
+
 /// The causal network's stepwise draws (each site evaluated once, at its step, from the
 /// hidden states of earlier steps) equal draws with one full causal pass per step: the same
 /// samples from the same seed and the same `log p` (and tempered `log q`) for the networks of
@@ -847,10 +869,7 @@ fn causal_cases() -> Vec<(Lattice, usize, &'static str, ModelConfig)> {
 /// `log_prob`.
 #[test]
 fn stepwise_draws_equal_full_causal_passes() {
-    for (lat, d, scheme, cfg) in causal_cases() {
-        let what = format!("{:?} d={d} {scheme} {cfg:?}", lat.extent());
-        let sched = Schedule::parse(scheme, &lat).unwrap();
-        let mut m = MaskedDiffusion::new(&lat, d, sched, cfg, &Device::Cpu, DType::F64, 5).unwrap();
+    for (what, mut m) in causal_models(DType::F64) {
         for beta in [1.0, 0.6] {
             let draw = |m: &MaskedDiffusion| {
                 let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
@@ -864,22 +883,17 @@ fn stepwise_draws_equal_full_causal_passes() {
                 stepwise.configs, full.configs,
                 "{what} beta {beta}: samples"
             );
-            for (name, a, b) in [
-                ("log p", &stepwise.log_p, &full.log_p),
-                ("log q", &stepwise.log_q, &full.log_q),
-                ("conditionals", &stepwise.cond, &full.cond),
-            ] {
-                for (x, y) in a.iter().zip(b) {
-                    assert!(
-                        (x - y).abs() < 1e-10,
-                        "{what} beta {beta} {name}: {x} vs {y}"
-                    );
-                }
-            }
             let lp: Vec<f64> = m.log_prob(&stepwise.configs).unwrap().to_vec1().unwrap();
-            for (x, y) in lp.iter().zip(&stepwise.log_p) {
-                assert!((x - y).abs() < 1e-10, "{what}: log_prob {x} vs drawn {y}");
-            }
+            assert_all_close(
+                &format!("{what} beta {beta}"),
+                &[
+                    ("log p", &stepwise.log_p, &full.log_p),
+                    ("log q", &stepwise.log_q, &full.log_q),
+                    ("conditionals", &stepwise.cond, &full.cond),
+                    ("log_prob against drawn", &lp, &stepwise.log_p),
+                ],
+                1e-10,
+            );
         }
     }
 }
@@ -938,10 +952,7 @@ fn a_pinned_first_site_is_always_up_and_p_stays_normalised() {
 /// [`causal_cases`].
 #[test]
 fn host_kernels_equal_tensor_passes() {
-    for (lat, d, scheme, cfg) in causal_cases() {
-        let what = format!("{:?} d={d} {scheme} {cfg:?}", lat.extent());
-        let sched = Schedule::parse(scheme, &lat).unwrap();
-        let mut m = MaskedDiffusion::new(&lat, d, sched, cfg, &Device::Cpu, DType::F32, 5).unwrap();
+    for (what, mut m) in causal_models(DType::F32) {
         for beta in [1.0, 0.6] {
             let draw = |m: &MaskedDiffusion| {
                 let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
@@ -954,20 +965,17 @@ fn host_kernels_equal_tensor_passes() {
             let tensor = draw(&m);
             let lp_tensor = m.log_prob_values(&host.configs).unwrap();
             assert_eq!(host.configs, tensor.configs, "{what} beta {beta}: samples");
-            for (name, a, b) in [
-                ("log p", &host.log_p, &tensor.log_p),
-                ("log q", &host.log_q, &tensor.log_q),
-                ("conditionals", &host.cond, &tensor.cond),
-                ("log_prob_values", &lp_host, &lp_tensor),
-                ("drawn against evaluated", &host.log_p, &lp_host),
-            ] {
-                for (x, y) in a.iter().zip(b) {
-                    assert!(
-                        (x - y).abs() < 2e-4,
-                        "{what} beta {beta} {name}: {x} vs {y}"
-                    );
-                }
-            }
+            assert_all_close(
+                &format!("{what} beta {beta}"),
+                &[
+                    ("log p", &host.log_p, &tensor.log_p),
+                    ("log q", &host.log_q, &tensor.log_q),
+                    ("conditionals", &host.cond, &tensor.cond),
+                    ("log_prob_values", &lp_host, &lp_tensor),
+                    ("drawn against evaluated", &host.log_p, &lp_host),
+                ],
+                2e-4,
+            );
         }
     }
 }
