@@ -189,12 +189,19 @@ struct SampleArgs {
     anneal_start: f64,
     /// How the model's proposal respects the spin flip: mixture ((q(s) + q(-s))/2: two
     /// network passes per proposal), pinned (the first revealed site pinned up, the draw
-    /// flipped with probability 1/2: one pass) or none (q itself).
+    /// flipped with probability 1/2: one pass, but its training underweights the states with
+    /// that site against the magnetisation, so its weights are heavy-tailed) or none (q
+    /// itself).
     #[arg(long, default_value = "mixture")]
     z2: String,
     /// The same as --z2 none.
     #[arg(long)]
     no_symmetry: bool,
+    /// Who draws the sites of the schedule's last step: heat-bath (their exact conditionals
+    /// given the other sites, which the last step never couples to each other; the network
+    /// models the rest) or model.
+    #[arg(long, default_value = "heat-bath")]
+    last_step: String,
     /// Hidden channels of the network.
     #[arg(long, default_value_t = 8)]
     width: usize,
@@ -527,7 +534,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
     }
     use rgdiff::field::flow::{FlowConfig, Objective};
     use rgdiff::field::sample::{self, SampleConfig};
-    use rgdiff::field::variational::{TrainConfig, Z2};
+    use rgdiff::field::variational::{LastStep, TrainConfig, Z2};
     use rgdiff::field::{Method, Theory};
     use rgdiff::model::{Dilation, ModelConfig, Network, Phase};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -605,6 +612,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                     anneal_iters: a.anneal.unwrap_or(train_iters / 2),
                     anneal_start: a.anneal_start,
                     z2,
+                    last_step: LastStep::parse(&a.last_step)?,
                     seed: a.seed,
                 },
                 batch: a.batch.max(1),
@@ -673,12 +681,15 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
             cfg.method.name(),
             if cfg.method == Method::Model {
                 format!(
-                    " ({} network, dilation {}, width {}, depth {}, kernel {})",
+                    " ({} network, dilation {}, width {}, depth {}, kernel {}; z2 {}, last \
+                     step {})",
                     cfg.model.network.name(),
                     cfg.model.dilation.name(),
                     cfg.model.width,
                     cfg.model.depth,
-                    cfg.model.kernel
+                    cfg.model.kernel,
+                    cfg.train.z2.name(),
+                    cfg.train.last_step.name()
                 )
             } else {
                 String::new()

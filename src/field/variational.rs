@@ -18,9 +18,25 @@
 //! ([`ModelConfig::pin_first`]), so `q` is a distribution over the configurations with
 //! `s_x0 = +1`, and the proposal `q_pin(s) = q(s_x0 s) / 2` (flip `s` when `s_x0 = -1`) is
 //! drawn as `s ~ q` and a flip with probability 1/2: flip-symmetric, exactly normalised,
-//! and one pass of the network per evaluation. Both are what training and the exactness
+//! and one pass of the network per evaluation. But the pinned model must still learn both
+//! orientations of the rest relative to `x0`, and the reverse-KL training drops the rarer
+//! one, the configurations with `x0` against the magnetisation (4x4 at `beta_c`, 40
+//! iterations: 7-12% of the Boltzmann mass underweighted by more than `e^3`, exact
+//! importance-weight ESS below 0.001 against 0.36 for the mixture); its chain stays exact
+//! through the local sweeps, but its importance weights are heavy-tailed. Both are what training and the exactness
 //! machinery use, so neither magnetisation sector is lost; at `h != 0` both stay exact (the
 //! weights carry the asymmetry).
+//!
+//! **Last step by heat bath** ([`LastStep`]). The schedule's last step reveals sites that are
+//! not coupled to each other (the `rg` schedule's: one checkerboard sublattice, half the
+//! sites), so given all other sites they are independent under `exp(-beta E)`, each with
+//! its heat-bath conditional `p(s_x | rest) = exp(beta s_x H_x) / (2 cosh(beta H_x))`,
+//! `H_x = J sum_{y~x} s_y + h` (an exact decimation). `LastStep::HeatBath` draws them so:
+//! the network models only the other sites, `q(s) = q_net(s_rest) prod_x p(s_x | rest)`, a
+//! proposal and its `log q` cost the network evaluations of half the sites, and the
+//! importance weight `exp(-beta E) / q = exp(-beta E_rest) prod_x 2 cosh(beta H_x) / q_net`
+//! no longer depends on the heat-bath spins (it is the weight of the decimated model), so
+//! the network learns, and the chain samples, the exact marginal of the coarser sites.
 //!
 //! **Exactness.** Importance weights `log w = -beta E(s) - log q(s)` (`q` the proposal) give the effective
 //! sample size `ESS = (sum w)^2 / (B sum w^2)` and `log Z = log mean w` with a delta-method
@@ -70,6 +86,9 @@ pub struct TrainConfig {
     /// (mixture or none) from the configuration of runs made before the pinned form.
     #[serde(alias = "symmetric", deserialize_with = "Z2::deserialize_or_bool")]
     pub z2: Z2,
+    /// How the last step's sites are drawn ([`LastStep`]; runs made before it: the model).
+    #[serde(default)]
+    pub last_step: LastStep,
     pub seed: u64,
 }
 
@@ -82,6 +101,7 @@ impl Default for TrainConfig {
             anneal_iters: 0,
             anneal_start: 0.3,
             z2: Z2::Mixture,
+            last_step: LastStep::HeatBath,
             seed: 1,
         }
     }
@@ -137,10 +157,45 @@ impl Z2 {
     }
 }
 
+/// Who draws the sites of the schedule's last step (see the module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LastStep {
+    /// The network, like every other step.
+    #[default]
+    Model,
+    /// Their exact heat-bath conditional given the other sites; the network models the rest.
+    HeatBath,
+}
+
+impl LastStep {
+    pub fn parse(s: &str) -> Result<LastStep> {
+        match s {
+            "model" => Ok(LastStep::Model),
+            "heat-bath" => Ok(LastStep::HeatBath),
+            _ => Err(Error::Input(format!(
+                "--last-step {s}: expected heat-bath or model"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LastStep::Model => "model",
+            LastStep::HeatBath => "heat-bath",
+        }
+    }
+}
+
 /// `log((q(s) + q(-s)) / 2)` from `log q(s)` and `log q(-s)` (max-shifted).
 fn log_mixture(a: f64, f: f64) -> f64 {
     let m = a.max(f);
     m + ((a - m).exp() + (f - m).exp()).ln() - std::f64::consts::LN_2
+}
+
+/// `log(1 + e^z)`, stable for large `|z|`.
+fn softplus(z: f64) -> f64 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
 }
 
 /// One training iteration's measurements (a row of `trace.csv`).
@@ -175,6 +230,8 @@ pub struct IsingModel {
     beta: f64,
     j: f64,
     h: f64,
+    /// The sites drawn by their heat bath ([`LastStep::HeatBath`]; empty otherwise).
+    heat_bath: Vec<usize>,
 }
 
 /// An independence Metropolis-Hastings chain with model proposals.
@@ -199,6 +256,35 @@ impl IsingModel {
         device: &Device,
         cfg: TrainConfig,
     ) -> Result<Self> {
+        let nb = Neighbours::new(lattice);
+        let (schedule, heat_bath) = match cfg.last_step {
+            LastStep::Model => (schedule, Vec::new()),
+            LastStep::HeatBath => {
+                let name = schedule.name().to_string();
+                let last = schedule.steps().last().cloned().unwrap_or_default();
+                let modelled = schedule.without_last_step().ok_or_else(|| {
+                    Error::Input(format!(
+                        "--last-step heat-bath: the {name} schedule has a single step; \
+                         use --last-step model"
+                    ))
+                })?;
+                let mut in_last = vec![false; lattice.n_sites()];
+                last.iter().for_each(|&x| in_last[x] = true);
+                if let Some((x, y)) = last.iter().find_map(|&x| {
+                    nb.of(x)
+                        .iter()
+                        .find(|&&y| in_last[y as usize])
+                        .map(|&y| (x, y))
+                }) {
+                    return Err(Error::Input(format!(
+                        "--last-step heat-bath: the last step of the {name} schedule reveals \
+                         the coupled sites {x} and {y} together, so its heat baths are not \
+                         independent; use --last-step model (or an even-sized periodic lattice)"
+                    )));
+                }
+                (modelled, last)
+            }
+        };
         // The pinned proposal pins the model's first site; the others leave it free.
         let model_cfg = ModelConfig {
             pin_first: cfg.z2 == Z2::Pinned,
@@ -221,10 +307,11 @@ impl IsingModel {
             iter: 0,
             comm: parallel::single(),
             chunks: 1,
-            nb: Neighbours::new(lattice),
+            nb,
             beta,
             j,
             h,
+            heat_bath,
         })
     }
 
@@ -247,6 +334,78 @@ impl IsingModel {
             .collect()
     }
 
+    /// Draws the heat-bath sites ([`LastStep::HeatBath`]) of every configuration of `s`
+    /// (model states) from their conditionals at `beta` given the other sites, in place
+    /// (uniforms in configuration, then site order); returns their `sum_x log p(s_x | rest)`
+    /// per configuration (zeros without heat-bath sites).
+    fn heat_bath_draw(&self, s: &mut [u8], beta: f64, rng: &mut impl Rng) -> Vec<f64> {
+        let n = self.model.n_sites();
+        s.chunks_mut(n)
+            .map(|row| {
+                let mut lp = 0.0;
+                for &x in &self.heat_bath {
+                    // p(up) = 1 / (1 + exp(-2 beta H)); state 0 is up.
+                    let a = 2.0 * beta * self.local_field(row, x);
+                    let up = rng.random::<f64>() * (1.0 + (-a).exp()) < 1.0;
+                    row[x] = u8::from(!up);
+                    lp -= softplus(if up { -a } else { a });
+                }
+                lp
+            })
+            .collect()
+    }
+
+    /// `sum_x log p(s_x | rest)` over the heat-bath sites at `beta`, per configuration of `s`.
+    fn heat_bath_log(&self, s: &[u8], beta: f64) -> Vec<f64> {
+        let n = self.model.n_sites();
+        s.chunks(n)
+            .map(|row| {
+                self.heat_bath
+                    .iter()
+                    .map(|&x| {
+                        let a = 2.0 * beta * self.local_field(row, x);
+                        -softplus(if row[x] == 0 { -a } else { a })
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// `H_x = J sum_{y~x} s_y + h` of a configuration of model states.
+    fn local_field(&self, row: &[u8], x: usize) -> f64 {
+        let sum: i32 = self
+            .nb
+            .of(x)
+            .iter()
+            .map(|&y| 1 - 2 * i32::from(row[y as usize]))
+            .sum();
+        self.j * f64::from(sum) + self.h
+    }
+
+    /// `log q` of configurations `s` without the flip symmetry: the network's (frozen) `log
+    /// q_net` of the modelled sites plus the heat baths' at `beta`.
+    fn log_q_plain(&self, net: &Frozen, s: &[u8], beta: f64) -> Result<Vec<f64>> {
+        let mut lq = net.log_prob_values(s)?;
+        if !self.heat_bath.is_empty() {
+            for (l, hb) in lq.iter_mut().zip(self.heat_bath_log(s, beta)) {
+                *l += hb;
+            }
+        }
+        Ok(lq)
+    }
+
+    /// The differentiable [`Self::log_q_plain`].
+    fn log_q_plain_tensor(&self, s: &[u8], beta: f64) -> Result<Tensor> {
+        let lp = self.model.log_prob(s)?;
+        if self.heat_bath.is_empty() {
+            return Ok(lp);
+        }
+        let hb = self.heat_bath_log(s, beta);
+        let len = hb.len();
+        let hb = Tensor::from_vec(hb, len, self.model.device())?.to_dtype(lp.dtype())?;
+        Ok((lp + hb)?)
+    }
+
     /// Draws `b` proposals: `(states, log q)` of the flip-symmetric proposal ([`Z2`]).
     /// `log q(s)` of a drawn `s` comes from sampling, so the mixture costs one more pass for
     /// `log q(-s)`, the pinned form none.
@@ -261,7 +420,11 @@ impl IsingModel {
         b: usize,
         rng: &mut impl Rng,
     ) -> Result<(Vec<u8>, Vec<f64>)> {
-        let (mut s, logq) = net.sample(b, rng)?;
+        let (mut s, mut logq) = net.sample(b, rng)?;
+        let hb = self.heat_bath_draw(&mut s, self.beta, rng);
+        if !self.heat_bath.is_empty() {
+            logq.iter_mut().zip(hb).for_each(|(l, hb)| *l += hb);
+        }
         let lq = match self.cfg.z2 {
             Z2::None => return Ok((s, logq)),
             Z2::Pinned => logq.iter().map(|l| l - std::f64::consts::LN_2).collect(),
@@ -274,7 +437,7 @@ impl IsingModel {
                 let per = (ROWS_PER_PASS / (n * self.model.schedule().n_steps())).max(1);
                 let mut other: Vec<f64> = Vec::with_capacity(b);
                 for chunk in flipped.chunks(per * n) {
-                    other.extend(net.log_prob_values(chunk)?);
+                    other.extend(self.log_q_plain(net, chunk, self.beta)?);
                 }
                 logq.iter()
                     .zip(&other)
@@ -317,17 +480,18 @@ impl IsingModel {
 
     /// [`Self::log_q_values`] with the network frozen once for many calls.
     pub fn log_q_values_with(&self, net: &Frozen, s: &[u8]) -> Result<Vec<f64>> {
+        let beta = self.beta;
         match self.cfg.z2 {
-            Z2::None => net.log_prob_values(s),
-            Z2::Pinned => Ok(net
-                .log_prob_values(&self.gauge_fixed(s))?
+            Z2::None => self.log_q_plain(net, s, beta),
+            Z2::Pinned => Ok(self
+                .log_q_plain(net, &self.gauge_fixed(s), beta)?
                 .into_iter()
                 .map(|l| l - std::f64::consts::LN_2)
                 .collect()),
             Z2::Mixture => {
                 let mut flipped: Vec<u8> = s.iter().map(|v| v ^ 1).collect();
                 flipped.splice(0..0, s.iter().copied());
-                let lp = net.log_prob_values(&flipped)?;
+                let lp = self.log_q_plain(net, &flipped, beta)?;
                 let (a, f) = lp.split_at(lp.len() / 2);
                 Ok(a.iter().zip(f).map(|(&a, &f)| log_mixture(a, f)).collect())
             }
@@ -336,18 +500,22 @@ impl IsingModel {
 
     /// Differentiable `log q` of the flip-symmetric proposal ([`Z2`]) for a batch.
     pub fn log_q(&self, s: &[u8]) -> Result<Tensor> {
+        self.log_q_at(s, self.beta)
+    }
+
+    /// [`Self::log_q`] with the heat baths at `beta` (the annealed `beta_t` in training).
+    fn log_q_at(&self, s: &[u8], beta: f64) -> Result<Tensor> {
         let n = self.model.n_sites();
         match self.cfg.z2 {
-            Z2::None => self.model.log_prob(s),
+            Z2::None => self.log_q_plain_tensor(s, beta),
             Z2::Pinned => Ok(self
-                .model
-                .log_prob(&self.gauge_fixed(s))?
+                .log_q_plain_tensor(&self.gauge_fixed(s), beta)?
                 .affine(1.0, -std::f64::consts::LN_2)?),
             Z2::Mixture => {
                 let b = s.len() / n;
                 let mut both = s.to_vec();
                 both.extend(s.iter().map(|v| v ^ 1));
-                let lp = self.model.log_prob(&both)?;
+                let lp = self.log_q_plain_tensor(&both, beta)?;
                 let a = lp.narrow(0, 0, b)?;
                 let f = lp.narrow(0, b, b)?;
                 let m = a.maximum(&f)?;
@@ -388,11 +556,12 @@ impl IsingModel {
             // Draw from the symmetric proposal without its log q (the differentiable pass
             // below computes it).
             let (mut s, _) = self.model.sample(chunks.range(c).len(), &mut rng)?;
+            self.heat_bath_draw(&mut s, beta_t, &mut rng);
             if self.cfg.z2 != Z2::None {
                 self.flip_half(&mut s, &mut rng);
             }
             let e = self.energies(&s, &mut spins);
-            let lq_t = self.log_q(&s)?;
+            let lq_t = self.log_q_at(&s, beta_t)?;
             let lq: Vec<f64> = lq_t.to_dtype(DType::F64)?.to_vec1()?;
             for (e, l) in e.iter().zip(&lq) {
                 local.extend([beta_t * e + l, *l]);

@@ -18,6 +18,10 @@
 //! the fully revealed configuration (`learned`; for the causal network the conditional phases
 //! `sum_x phi_x(s_x | s_<step(x))` of the same pass).
 //!
+//! On a schedule that leaves sites unrevealed ([`Schedule::without_last_step`]) `p` is the
+//! distribution of the revealed sites: draws leave the others at state 0, `log p` ignores them,
+//! and no conditional reads them.
+//!
 //! Parameters are owned `Var`s with names sorted (`embed`, `head.*`, `layer{i}.*`), initialised
 //! from a seeded generator (candle's CPU generator cannot be seeded), and saved as
 //! safetensors.
@@ -425,6 +429,15 @@ impl MaskedDiffusion {
         if schedule.n_sites() != lattice.n_sites() {
             return Err(Error::Input(
                 "model: schedule and lattice differ in size".into(),
+            ));
+        }
+        if !schedule.unrevealed().is_empty()
+            && (cfg.sz.is_some() || cfg.symmetry.is_some() || cfg.phase.is_learned())
+        {
+            return Err(Error::Input(
+                "model: a schedule that leaves sites unrevealed models the distribution of the \
+                 others only; an S^z sector, a symmetry group and a learned phase need every site"
+                    .into(),
             ));
         }
         let n = lattice.n_sites();
@@ -839,7 +852,9 @@ impl MaskedDiffusion {
                 }
             }
         }
-        let steps: Vec<u32> = sos.iter().map(|&k| k as u32).collect();
+        // The unrevealed sites' outputs are never read: any embedding row will do.
+        let last = schedule.n_steps() - 1;
+        let steps: Vec<u32> = sos.iter().map(|&k| k.min(last) as u32).collect();
         Ok(CausalGather {
             first: Tensor::from_vec(first, (n, taps * c), device)?.to_dtype(dtype)?,
             hidden,
@@ -1530,11 +1545,13 @@ impl MaskedDiffusion {
         let logp = candle_nn::ops::log_softmax(&self.logits(out, s, steps)?, 2)?;
         // Select log p of the actual value at the sites revealed at each step.
         let sos = self.schedule.step_of_site();
+        let n_steps = self.schedule.n_steps();
         let mut target = vec![0f32; rows * n * d];
         for (row, &step) in steps.iter().enumerate() {
             let cfg = &s[row * n..(row + 1) * n];
             for site in 0..n {
-                if sos[site] == step || step == ALL_STEPS {
+                // A causal row holds every revealed site's conditional.
+                if sos[site] == step || (step == ALL_STEPS && sos[site] < n_steps) {
                     target[(row * n + site) * d + cfg[site] as usize] = 1.0;
                 }
             }

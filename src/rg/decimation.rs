@@ -20,7 +20,11 @@ pub struct Schedule {
     name: String,
     n_sites: usize,
     steps: Vec<Vec<usize>>,
+    /// The step of each site; `steps.len()` for the sites no step reveals
+    /// ([`Schedule::without_last_step`]).
     step_of_site: Vec<usize>,
+    /// The sites no step reveals (left to the caller, in site order).
+    unrevealed: Vec<usize>,
 }
 
 /// 2-adic valuation with `v2(0) = u32::MAX` (the origin is on every level).
@@ -95,7 +99,40 @@ impl Schedule {
             n_sites,
             steps,
             step_of_site,
+            unrevealed: Vec::new(),
         }
+    }
+
+    /// This schedule without its last step, whose sites no step then reveals
+    /// ([`Self::unrevealed`]): a model on it is a distribution over the other sites, and
+    /// the caller draws the last step's sites itself (the exact heat bath of the Ising
+    /// sampler, [`crate::field::variational::LastStep`]). `None` for a one-step schedule.
+    pub fn without_last_step(&self) -> Option<Schedule> {
+        if self.steps.len() < 2 {
+            return None;
+        }
+        let mut steps = self.steps.clone();
+        let last = steps.pop().expect("two steps or more");
+        let k = steps.len();
+        let mut step_of_site = self.step_of_site.clone();
+        for &x in &last {
+            step_of_site[x] = k;
+        }
+        let mut unrevealed = self.unrevealed.clone();
+        unrevealed.extend(last);
+        unrevealed.sort_unstable();
+        Some(Schedule {
+            name: self.name.clone(),
+            n_sites: self.n_sites,
+            steps,
+            step_of_site,
+            unrevealed,
+        })
+    }
+
+    /// The sites no step reveals (empty for the schemes of [`Self::parse`]).
+    pub fn unrevealed(&self) -> &[usize] {
+        &self.unrevealed
     }
 
     /// The scheme's name as given on the command line.
@@ -117,7 +154,7 @@ impl Schedule {
         &self.steps
     }
 
-    /// The step at which each site is revealed.
+    /// The step at which each site is revealed (`n_steps` for the [`Self::unrevealed`] sites).
     pub fn step_of_site(&self) -> &[usize] {
         &self.step_of_site
     }
@@ -227,5 +264,39 @@ mod tests {
         );
         assert!(Schedule::parse("rg-colors=0", &lat).is_err());
         assert!(Schedule::parse("carosso", &lat).is_err());
+    }
+
+    #[test]
+    fn without_last_step_leaves_the_last_steps_sites_unrevealed() {
+        let lat = Lattice::square(4, 4, Boundary::Periodic);
+        for name in ["rg", "rg-colors=2", "autoregressive"] {
+            let full = Schedule::parse(name, &lat).unwrap();
+            assert!(full.unrevealed().is_empty());
+            let s = full.without_last_step().unwrap();
+            let k = full.n_steps() - 1;
+            assert_eq!(s.n_steps(), k, "{name}");
+            assert_eq!(s.steps(), &full.steps()[..k], "{name}");
+            let mut last = full.steps()[k].clone();
+            last.sort_unstable();
+            assert_eq!(s.unrevealed(), last.as_slice(), "{name}");
+            for x in 0..lat.n_sites() {
+                let want = if last.contains(&x) {
+                    k
+                } else {
+                    full.step_of_site()[x]
+                };
+                assert_eq!(s.step_of_site()[x], want, "{name} site {x}");
+                assert_eq!(s.revealed_before(x, k), !last.contains(&x), "{name}");
+            }
+        }
+        // The rg schedule's last step on an even square is one checkerboard sublattice.
+        let s = Schedule::rg(&lat).without_last_step().unwrap();
+        assert!(s.unrevealed().iter().all(|&x| {
+            let (a, b) = lat.coords(x);
+            (a + b) % 2 == 1
+        }));
+        assert_eq!(s.unrevealed().len(), 8);
+        let one = Schedule::rg(&Lattice::chain(1, Boundary::Open));
+        assert!(one.without_last_step().is_none());
     }
 }
