@@ -53,6 +53,11 @@ if [ "${MODEL:-1}" = 1 ]; then
   LABEL="model, z2 pinned" row hamiltonians/ising_square_8.toml model --samples 20000 --z2 pinned
   LABEL="model, z2 pinned" row hamiltonians/ising_square_16.toml model --train-iters 150 \
     --samples 10000 --z2 pinned
+  # The last step drawn by the network instead of its heat bath (the default before).
+  LABEL="model, last step by the network" row hamiltonians/ising_square_8.toml model \
+    --samples 20000 --last-step model
+  LABEL="model, last step by the network" row hamiltonians/ising_square_16.toml model \
+    --train-iters 150 --samples 10000 --last-step model
   # The network before --dilation levels and the causal default: masked, undilated.
   LABEL="model, masked, undilated" row hamiltonians/ising_square_16.toml model --train-iters 150 \
     --samples 10000 --network masked --dilation none

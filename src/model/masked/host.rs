@@ -259,23 +259,24 @@ impl HostNet {
     pub(super) fn log_prob(&self, s: &[u8]) -> Vec<f64> {
         let (n, d) = (self.n, self.d);
         let max_m = self.steps.iter().map(Vec::len).max().unwrap_or(0);
-        s.par_chunks(n)
-            .map_init(
-                || (self.row_buffers(), vec![0f64; max_m * d]),
-                |(buf, out), row| {
-                    buf.clear();
-                    let mut lp = 0.0;
-                    for (k, sites) in self.steps.iter().enumerate() {
-                        let out = &mut out[..sites.len() * d];
-                        self.row_step(buf, out, row, k);
-                        for (j, &x) in sites.iter().enumerate() {
-                            lp += out[j * d + row[x] as usize];
-                        }
-                    }
-                    lp
-                },
-            )
-            .collect()
+        let init = || (self.row_buffers(), vec![0f64; max_m * d]);
+        let eval = |(buf, out): &mut (RowBuffers, Vec<f64>), row: &[u8]| {
+            buf.clear();
+            let mut lp = 0.0;
+            for (k, sites) in self.steps.iter().enumerate() {
+                let out = &mut out[..sites.len() * d];
+                self.row_step(buf, out, row, k);
+                for (j, &x) in sites.iter().enumerate() {
+                    lp += out[j * d + row[x] as usize];
+                }
+            }
+            lp
+        };
+        if s.len() < SERIAL_ROWS * n {
+            let mut scratch = init();
+            return s.chunks(n).map(|row| eval(&mut scratch, row)).collect();
+        }
+        s.par_chunks(n).map_init(init, eval).collect()
     }
 
     /// One row at step `k`: the averages before `k`, then every layer at the step's sites,
@@ -472,6 +473,11 @@ fn log_softmax(logits: &[f32], out: &mut [f64]) {
         *o = f64::from(v - lse);
     }
 }
+
+/// Below this many rows `log p` runs on the calling thread: handing a job to the rayon pool
+/// wakes a worker (tens of microseconds), which made the model chain's local sweeps, one
+/// configuration's `log q` every 10 proposals, cost a third of its time on 16x16.
+const SERIAL_ROWS: usize = 8;
 
 /// Output channels per accumulator: one AVX register of `f32`.
 const LANES: usize = 8;
