@@ -42,11 +42,11 @@ if [ "${BASELINES:-1}" = 1 ]; then
 fi
 if [ "${MODEL:-1}" = 1 ]; then
   row hamiltonians/ising_square_8.toml model --samples 20000
-  row hamiltonians/ising_square_8.toml model --samples 20000 --local-every 0
+  LABEL="model, pure MH" row hamiltonians/ising_square_8.toml model --samples 20000 --local-every 0
   row hamiltonians/ising_square_16.toml model --train-iters 150 --samples 10000
-  row hamiltonians/ising_square_16.toml model --train-iters 150 --samples 10000 --local-every 0
+  LABEL="model, pure MH" row hamiltonians/ising_square_16.toml model --train-iters 150 --samples 10000 --local-every 0
   row hamiltonians/ising_square_32.toml model --train-iters 150 --samples 5000
-  row hamiltonians/ising_square_32.toml model --train-iters 150 --samples 5000 --local-every 0
+  LABEL="model, pure MH" row hamiltonians/ising_square_32.toml model --train-iters 150 --samples 5000 --local-every 0
   LABEL="model, longer training" row hamiltonians/ising_square_32.toml model --train-iters 400 \
     --samples 5000
   # The pinned Z2 proposal (one network pass per proposal instead of two).
