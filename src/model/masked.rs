@@ -1888,7 +1888,7 @@ impl MaskedDiffusion {
         let mut cond = vec![0f64; b * n * d];
         let mut lq = vec![0f64; d];
         if self.stepwise && self.runs_on_host() {
-            return Ok(self.host_net()?.draw(b, beta, rng));
+            return Ok(self.host_net()?.draw(b, beta, true, rng));
         }
         let mut stepwise = if self.draws_stepwise() {
             Some(self.stepwise_start(b)?)

@@ -177,7 +177,7 @@ impl Frozen<'_> {
     pub fn sample(&self, b: usize, rng: &mut impl Rng) -> Result<(Vec<u8>, Vec<f64>)> {
         match &self.host {
             Some(net) if self.model.stepwise => {
-                let out = net.draw(b, 1.0, rng);
+                let out = net.draw(b, 1.0, false, rng);
                 Ok((out.configs, out.log_p))
             }
             _ => self.model.sample(b, rng),
@@ -208,7 +208,9 @@ impl HostNet {
     /// [`MaskedDiffusion::sample_tempered`]). The uniforms are drawn from `rng` first, in
     /// the order the step-by-step tensor draw consumes them (step, then row, then the step's
     /// sites), so both draw the same samples; the rows then run independently.
-    pub(super) fn draw(&self, b: usize, beta: f64, rng: &mut impl Rng) -> Sampled {
+    /// Without `keep_cond` the conditionals are not recorded (`cond` is empty): a chain's
+    /// proposals need only the states and `log q`.
+    pub(super) fn draw(&self, b: usize, beta: f64, keep_cond: bool, rng: &mut impl Rng) -> Sampled {
         let (n, d) = (self.n, self.d);
         let mut offset = Vec::with_capacity(self.steps.len());
         let mut uniforms = Vec::with_capacity(b * n);
@@ -217,13 +219,15 @@ impl HostNet {
             uniforms.extend((0..b * sites.len()).map(|_| rng.random::<f64>()));
         }
         let mut configs = vec![0u8; b * n];
-        let mut cond = vec![0f64; b * n * d];
+        // Without keep_cond one unused slot per row keeps the rows zipped.
+        let per_row = if keep_cond { n * d } else { 1 };
+        let mut cond = vec![0f64; b * per_row];
         let mut log_p = vec![0f64; b];
         let mut log_q = vec![0f64; b];
         let max_m = self.steps.iter().map(Vec::len).max().unwrap_or(0);
         configs
             .par_chunks_mut(n)
-            .zip(cond.par_chunks_mut(n * d))
+            .zip(cond.par_chunks_mut(per_row))
             .zip(log_p.par_iter_mut().zip(log_q.par_iter_mut()))
             .enumerate()
             .for_each_init(
@@ -236,7 +240,9 @@ impl HostNet {
                         self.row_step(buf, out, row, k);
                         for (j, &x) in sites.iter().enumerate() {
                             let lsm = &out[j * d..(j + 1) * d];
-                            cond[x * d..(x + 1) * d].copy_from_slice(lsm);
+                            if keep_cond {
+                                cond[x * d..(x + 1) * d].copy_from_slice(lsm);
+                            }
                             let u = uniforms[offset[k] + i * m + j];
                             let (v, lq_v) = draw_value(lsm, beta, u, lq);
                             row[x] = v as u8;
@@ -246,6 +252,9 @@ impl HostNet {
                     }
                 },
             );
+        if !keep_cond {
+            cond = Vec::new();
+        }
         Sampled {
             configs,
             log_p,
