@@ -174,7 +174,7 @@ fn a_barely_trained_model_with_metropolis_hastings_is_exact_at_beta_c() {
     for _ in 0..5 {
         m.train_step().unwrap();
     }
-    // With the default hybrid chain (a local sweep after every 10 MH steps). A pure
+    // With a hybrid chain (a local sweep after every 10 MH steps; the CLI default is 2). A pure
     // independence chain from a barely trained model at beta_c is exact but can stay among the
     // ordered states it proposes well for longer than a test runs (measured: E/N 11 error bars
     // low after 40,000 proposals); the untrained test above covers pure MH at beta = 0.1.
@@ -333,7 +333,7 @@ fn every_z2_proposal_is_normalised_and_its_draws_carry_their_log_q() {
 /// The level-dilated step-causal network ([`Dilation::Levels`], the `rgdiff sample` default)
 /// on 8x8 at beta_c, with the heat-bath last step: a short training gives a proposal whose
 /// importance weights reproduce the transfer matrix's `log Z` and whose chain (a local sweep
-/// every 10 proposals, the CLI default) its energy and `<M^2>` within error bars, and which
+/// every 10 proposals) its energy and `<M^2>` within error bars, and which
 /// beats the undilated causal network of the same size and training (importance-weight ESS
 /// on the same number of proposals). A pure independence chain can be held by one rare
 /// heavy weight for longer than its `tau_int` shows: with this test's seeds, one proposal

@@ -800,7 +800,7 @@ fn run_model(
         (mh.acceptance, mh.seconds, mh.complete),
         &mh.log_w,
         cfg.local_every,
-        "train longer, add local sweeps (--local-every 10), or compare with --method wolff / \
+        "train longer, add local sweeps (--local-every 2), or compare with --method wolff / \
          metropolis",
     );
     rep.free_energy_bound = last.map(|s| Estimate::new(s.free_energy, s.free_energy_error));
