@@ -54,12 +54,17 @@ fn model_with(lat: &Lattice, beta: f64, z2: Z2, last_step: LastStep, seed: u64) 
 /// A pure independence Metropolis-Hastings chain of 20,000 proposals (batches of 2,000) drawn
 /// with the generator of `seed`.
 fn pure_chain(m: &IsingModel, lat: &Lattice, seed: u64) -> MhResult {
+    chain(m, lat, 0, seed)
+}
+
+/// [`pure_chain`] with a local sweep after every `local_every` proposals (0: none).
+fn chain(m: &IsingModel, lat: &Lattice, local_every: usize, seed: u64) -> MhResult {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     m.metropolis_hastings(
         lat,
         20_000,
         2000,
-        0,
+        local_every,
         &mut rng,
         &mut |_| {},
         &AtomicBool::new(false),
@@ -245,17 +250,7 @@ fn training_lowers_the_free_energy_and_log_z_is_exact() {
             within(Estimate::new(lz, err), ex.log_z, &format!("{what}: log Z"));
             mh
         } else {
-            let mut rng = Xoshiro256PlusPlus::seed_from_u64(12);
-            m.metropolis_hastings(
-                &lat,
-                20_000,
-                2000,
-                2,
-                &mut rng,
-                &mut |_| {},
-                &AtomicBool::new(false),
-            )
-            .unwrap()
+            chain(&m, &lat, 2, 12)
         };
         let a = analyse(&mh.recorder);
         within(
@@ -369,17 +364,7 @@ fn a_level_dilated_causal_model_samples_8x8_at_beta_c() {
         for _ in 0..80 {
             m.train_step().unwrap();
         }
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(21);
-        m.metropolis_hastings(
-            &lat,
-            20_000,
-            2000,
-            10,
-            &mut rng,
-            &mut |_| {},
-            &AtomicBool::new(false),
-        )
-        .unwrap()
+        chain(&m, &lat, 10, 21)
     };
     let mh = trained(Dilation::Levels);
     let (lz, err) = rgdiff::stats::log_mean_exp(&mh.log_w);
