@@ -230,8 +230,6 @@ pub struct IsingModel {
     beta: f64,
     j: f64,
     h: f64,
-    /// The sites drawn by their heat bath ([`LastStep::HeatBath`]; empty otherwise).
-    heat_bath: Vec<usize>,
 }
 
 /// An independence Metropolis-Hastings chain with model proposals.
@@ -257,17 +255,17 @@ impl IsingModel {
         cfg: TrainConfig,
     ) -> Result<Self> {
         let nb = Neighbours::new(lattice);
-        let (schedule, heat_bath) = match cfg.last_step {
-            LastStep::Model => (schedule, Vec::new()),
+        let schedule = match cfg.last_step {
+            LastStep::Model => schedule,
             LastStep::HeatBath => {
                 let name = schedule.name().to_string();
-                let last = schedule.steps().last().cloned().unwrap_or_default();
                 let modelled = schedule.without_last_step().ok_or_else(|| {
                     Error::Input(format!(
                         "--last-step heat-bath: the {name} schedule has a single step; \
                          use --last-step model"
                     ))
                 })?;
+                let last = modelled.unrevealed();
                 let mut in_last = vec![false; lattice.n_sites()];
                 last.iter().for_each(|&x| in_last[x] = true);
                 if let Some((x, y)) = last.iter().find_map(|&x| {
@@ -282,7 +280,7 @@ impl IsingModel {
                          independent; use --last-step model (or an even-sized periodic lattice)"
                     )));
                 }
-                (modelled, last)
+                modelled
             }
         };
         // The pinned proposal pins the model's first site; the others leave it free.
@@ -311,7 +309,6 @@ impl IsingModel {
             beta,
             j,
             h,
-            heat_bath,
         })
     }
 
@@ -334,6 +331,12 @@ impl IsingModel {
             .collect()
     }
 
+    /// The sites drawn by their heat bath ([`LastStep::HeatBath`]): those the network's
+    /// schedule leaves unrevealed (none with [`LastStep::Model`]).
+    fn heat_bath_sites(&self) -> &[usize] {
+        self.model.schedule().unrevealed()
+    }
+
     /// Draws the heat-bath sites ([`LastStep::HeatBath`]) of every configuration of `s`
     /// (model states) from their conditionals at `beta` given the other sites, in place
     /// (uniforms in configuration, then site order); returns their `sum_x log p(s_x | rest)`
@@ -343,7 +346,7 @@ impl IsingModel {
         s.chunks_mut(n)
             .map(|row| {
                 let mut lp = 0.0;
-                for &x in &self.heat_bath {
+                for &x in self.heat_bath_sites() {
                     // p(up) = 1 / (1 + exp(-2 beta H)); state 0 is up.
                     let a = 2.0 * beta * self.local_field(row, x);
                     let up = rng.random::<f64>() * (1.0 + (-a).exp()) < 1.0;
@@ -360,7 +363,7 @@ impl IsingModel {
         let n = self.model.n_sites();
         s.chunks(n)
             .map(|row| {
-                self.heat_bath
+                self.heat_bath_sites()
                     .iter()
                     .map(|&x| {
                         let a = 2.0 * beta * self.local_field(row, x);
@@ -386,7 +389,7 @@ impl IsingModel {
     /// q_net` of the modelled sites plus the heat baths' at `beta`.
     fn log_q_plain(&self, net: &Frozen, s: &[u8], beta: f64) -> Result<Vec<f64>> {
         let mut lq = net.log_prob_values(s)?;
-        if !self.heat_bath.is_empty() {
+        if !self.heat_bath_sites().is_empty() {
             for (l, hb) in lq.iter_mut().zip(self.heat_bath_log(s, beta)) {
                 *l += hb;
             }
@@ -397,7 +400,7 @@ impl IsingModel {
     /// The differentiable [`Self::log_q_plain`].
     fn log_q_plain_tensor(&self, s: &[u8], beta: f64) -> Result<Tensor> {
         let lp = self.model.log_prob(s)?;
-        if self.heat_bath.is_empty() {
+        if self.heat_bath_sites().is_empty() {
             return Ok(lp);
         }
         let hb = self.heat_bath_log(s, beta);
@@ -422,9 +425,7 @@ impl IsingModel {
     ) -> Result<(Vec<u8>, Vec<f64>)> {
         let (mut s, mut logq) = net.sample(b, rng)?;
         let hb = self.heat_bath_draw(&mut s, self.beta, rng);
-        if !self.heat_bath.is_empty() {
-            logq.iter_mut().zip(hb).for_each(|(l, hb)| *l += hb);
-        }
+        logq.iter_mut().zip(hb).for_each(|(l, hb)| *l += hb);
         let lq = match self.cfg.z2 {
             Z2::None => return Ok((s, logq)),
             Z2::Pinned => logq.iter().map(|l| l - std::f64::consts::LN_2).collect(),

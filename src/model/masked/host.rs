@@ -201,6 +201,7 @@ impl HostNet {
             hidden: vec![0f32; self.depth * self.n * self.padded],
             counts: vec![0f32; k * (self.d + 1)],
             averages: vec![0f32; k * self.taps * self.padded],
+            logits: vec![0f32; self.d.div_ceil(LANES) * LANES],
         }
     }
 
@@ -320,6 +321,7 @@ impl HostNet {
             hidden,
             counts,
             averages,
+            logits,
         } = buf;
         if k > 0 {
             // The counts before step k: those before k - 1 plus the sites of step k - 1.
@@ -413,25 +415,15 @@ impl HostNet {
         let dp = bh.len();
         let top = &hidden[(self.depth - 1) * n * wp..self.depth * n * wp];
         for (j, &x) in sites.iter().enumerate() {
-            let out = &mut out[j * d..(j + 1) * d];
             let xs = &top[x * wp..x * wp + w];
-            if dp == LANES {
-                let mut acc = lane(bh);
+            for o in (0..dp).step_by(LANES) {
+                let mut acc = lane(&bh[o..]);
                 for (ch, &v) in xs.iter().enumerate() {
-                    axpy::<FMA>(&mut acc, v, &wh[ch * dp..]);
+                    axpy::<FMA>(&mut acc, v, &wh[ch * dp + o..]);
                 }
-                self.conditional(&mut acc[..d], x, out);
-            } else {
-                let mut logits = vec![0f32; dp];
-                for o in (0..dp).step_by(LANES) {
-                    let mut acc = lane(&bh[o..]);
-                    for (ch, &v) in xs.iter().enumerate() {
-                        axpy::<FMA>(&mut acc, v, &wh[ch * dp + o..]);
-                    }
-                    logits[o..o + LANES].copy_from_slice(&acc);
-                }
-                self.conditional(&mut logits[..d], x, out);
+                logits[o..o + LANES].copy_from_slice(&acc);
             }
+            self.conditional(&mut logits[..d], x, &mut out[j * d..(j + 1) * d]);
         }
     }
 
@@ -455,6 +447,8 @@ struct RowBuffers {
     /// Per step `k` and tap `t`, the first layer's averages rows `sum_j a_j(k) W_0(t, avg_j)`
     /// (`n_steps x taps x padded`): a neighbour of step `k` adds its tap's row.
     averages: Vec<f32>,
+    /// One site's logits (`d` padded).
+    logits: Vec<f32>,
 }
 
 impl RowBuffers {
