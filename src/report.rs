@@ -301,6 +301,9 @@ pub fn sample_text(r: &crate::field::sample::SampleReport, dir: &std::path::Path
     if let Some(e) = r.ess {
         line("ess fraction", format!("{:.4} +- {:.4}", e.mean, e.error));
     }
+    if let Some(k) = r.pareto_k {
+        line("Pareto k of weights", format!("{k:.3}"));
+    }
     if let Some(e) = r.log_z {
         let exact = r
             .exact

@@ -82,6 +82,7 @@ fn flow_and_diffusion_run_reproduce_and_refuse_bad_input() {
         "config.json",
         "trace.csv",
         "samples.npy",
+        "log_weights.npy",
         "observables.json",
     ] {
         assert!(tmp.path().join("a").join(f).exists(), "{f}");

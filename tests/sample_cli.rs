@@ -180,6 +180,17 @@ fn model_runs_train_checkpoint_and_resume() {
             "{key}: {v}"
         );
     }
+    assert!(v["pareto_k"].is_f64(), "{v}");
+    // The proposals' log weights give log Z again.
+    let (descr, shape, len) = npy(&out.join("log_weights.npy"));
+    assert_eq!((descr.as_str(), shape.as_slice()), ("<f8", &[500usize][..]));
+    let bytes = std::fs::read(out.join("log_weights.npy")).unwrap();
+    let log_w: Vec<f64> = bytes[bytes.len() - len..]
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let (log_z, _) = rgdiff::stats::log_mean_exp(&log_w);
+    assert_eq!(log_z, v["log_z"]["mean"].as_f64().unwrap());
     assert_eq!(v["training_iterations"], 3);
     let trace = std::fs::read_to_string(out.join("trace.csv")).unwrap();
     assert_eq!(trace.lines().count(), 4, "{trace}");
