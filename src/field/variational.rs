@@ -187,6 +187,48 @@ impl LastStep {
     }
 }
 
+/// The heat-bath conditionals of one spin at inverse temperature `beta` for every value of
+/// its neighbour sum `sigma = sum_{y~x} s_y`: with `a = 2 beta (J sigma + h)`,
+/// `p(up) = 1 / (1 + e^-a)`, `log p(up) = -softplus(-a)`, `log p(down) = -softplus(a)`.
+/// A heat-bath site then costs a table lookup instead of three transcendental functions;
+/// the entries are the same floating-point expressions as the direct evaluation, so the
+/// draws do not change.
+struct HeatBathTable {
+    /// Largest `|sigma|`: the lattice's largest coordination number.
+    z: i32,
+    /// Entries for `sigma = -z ..= z`.
+    entries: Vec<HeatBathEntry>,
+}
+
+struct HeatBathEntry {
+    /// `1 + e^-a`: a uniform `u` gives up when `u (1 + e^-a) < 1`.
+    one_plus_exp: f64,
+    log_up: f64,
+    log_down: f64,
+}
+
+impl HeatBathTable {
+    fn new(beta: f64, j: f64, h: f64, z: usize) -> Self {
+        let z = z as i32;
+        let entries = (-z..=z)
+            .map(|sigma| {
+                let a = 2.0 * beta * (j * f64::from(sigma) + h);
+                HeatBathEntry {
+                    one_plus_exp: 1.0 + (-a).exp(),
+                    log_up: -softplus(-a),
+                    log_down: -softplus(a),
+                }
+            })
+            .collect();
+        HeatBathTable { z, entries }
+    }
+
+    /// The entry of neighbour sum `sigma` (`|sigma| <= z`).
+    fn at(&self, sigma: i32) -> &HeatBathEntry {
+        &self.entries[(sigma + self.z) as usize]
+    }
+}
+
 /// `log((q(s) + q(-s)) / 2)` from `log q(s)` and `log q(-s)` (max-shifted).
 fn log_mixture(a: f64, f: f64) -> f64 {
     let m = a.max(f);
@@ -343,15 +385,15 @@ impl IsingModel {
     /// per configuration (zeros without heat-bath sites).
     fn heat_bath_draw(&self, s: &mut [u8], beta: f64, rng: &mut impl Rng) -> Vec<f64> {
         let n = self.model.n_sites();
+        let table = HeatBathTable::new(beta, self.j, self.h, self.nb.max_degree());
         s.chunks_mut(n)
             .map(|row| {
                 let mut lp = 0.0;
                 for &x in self.heat_bath_sites() {
-                    // p(up) = 1 / (1 + exp(-2 beta H)); state 0 is up.
-                    let a = 2.0 * beta * self.local_field(row, x);
-                    let up = rng.random::<f64>() * (1.0 + (-a).exp()) < 1.0;
+                    let e = table.at(self.spin_sum(row, x));
+                    let up = rng.random::<f64>() * e.one_plus_exp < 1.0;
                     row[x] = u8::from(!up);
-                    lp -= softplus(if up { -a } else { a });
+                    lp += if up { e.log_up } else { e.log_down };
                 }
                 lp
             })
@@ -361,28 +403,31 @@ impl IsingModel {
     /// `sum_x log p(s_x | rest)` over the heat-bath sites at `beta`, per configuration of `s`.
     fn heat_bath_log(&self, s: &[u8], beta: f64) -> Vec<f64> {
         let n = self.model.n_sites();
+        let table = HeatBathTable::new(beta, self.j, self.h, self.nb.max_degree());
         s.chunks(n)
             .map(|row| {
                 self.heat_bath_sites()
                     .iter()
                     .map(|&x| {
-                        let a = 2.0 * beta * self.local_field(row, x);
-                        -softplus(if row[x] == 0 { -a } else { a })
+                        let e = table.at(self.spin_sum(row, x));
+                        if row[x] == 0 {
+                            e.log_up
+                        } else {
+                            e.log_down
+                        }
                     })
                     .sum()
             })
             .collect()
     }
 
-    /// `H_x = J sum_{y~x} s_y + h` of a configuration of model states.
-    fn local_field(&self, row: &[u8], x: usize) -> f64 {
-        let sum: i32 = self
-            .nb
+    /// `sum_{y~x} s_y` (spins +-1) of a configuration of model states (0 is up).
+    fn spin_sum(&self, row: &[u8], x: usize) -> i32 {
+        self.nb
             .of(x)
             .iter()
             .map(|&y| 1 - 2 * i32::from(row[y as usize]))
-            .sum();
-        self.j * f64::from(sum) + self.h
+            .sum()
     }
 
     /// `log q` of configurations `s` without the flip symmetry: the network's (frozen) `log
