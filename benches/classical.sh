@@ -2,7 +2,8 @@
 # Figures of merit of `rgdiff sample` (README, "Classical sampling"): Markov-chain baselines
 # on the Ising model at beta_c and the phi^4 ensembles, then the masked diffusion on Ising.
 # Usage: benches/classical.sh [OUTDIR]   (release build; prints one table row per run;
-# BASELINES=0 skips the Markov chains, MODEL=0 the model, MASKED=0 its slow masked row)
+# BASELINES=0 skips the Markov chains, MODEL=0 the model, MASKED=0 its slow masked row,
+# DEPTH1=0 its one-hidden-layer rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/bench-classical}
@@ -49,6 +50,16 @@ if [ "${MODEL:-1}" = 1 ]; then
   LABEL="model, pure MH" row hamiltonians/ising_square_32.toml model --train-iters 150 --samples 5000 --local-every 0
   LABEL="model, longer training" row hamiltonians/ising_square_32.toml model --train-iters 400 \
     --samples 5000
+  # One hidden layer instead of two (--depth 1): half the work per site.
+  if [ "${DEPTH1:-1}" = 1 ]; then
+    LABEL="model, depth 1" row hamiltonians/ising_square_8.toml model --samples 20000 --depth 1
+    LABEL="model, depth 1" row hamiltonians/ising_square_16.toml model --train-iters 150 \
+      --samples 10000 --depth 1
+    LABEL="model, depth 1, width 4, 256 per it." row hamiltonians/ising_square_16.toml model \
+      --train-iters 150 --train-samples 256 --samples 10000 --depth 1 --width 4
+    LABEL="model, depth 1" row hamiltonians/ising_square_32.toml model --train-iters 150 \
+      --samples 5000 --depth 1
+  fi
   # The pinned Z2 proposal (one network pass per proposal instead of two).
   LABEL="model, z2 pinned" row hamiltonians/ising_square_8.toml model --samples 20000 --z2 pinned
   LABEL="model, z2 pinned" row hamiltonians/ising_square_16.toml model --train-iters 150 \
