@@ -265,8 +265,9 @@ pub fn ess_with_error(log_w: &[f64], n_blocks: usize) -> (f64, f64) {
 /// above about 0.7 (or `1 - 1/log10 S` for small `S`, see [`pareto_k_threshold`]) the mean
 /// and its error are dominated by a few weights that the run has seen (or not) by chance,
 /// which is also when an independence Metropolis-Hastings chain can be held by one heavy
-/// state while its `tau_int` looks small. `ESS` itself cannot show this: it is computed from
-/// the very weights whose tail is too thin in the sample.
+/// state while its `tau_int` looks small. The ESS does not show this reliably: it is a sample
+/// second moment, which for `k > 1/2` does not exist and moves with the few largest weights
+/// the run happened to draw; `k` measures the shape of the tail instead.
 ///
 /// `None` when there are too few weights (a tail of fewer than 5) or the tail is degenerate
 /// (equal weights: nothing heavy to fit).
