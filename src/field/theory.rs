@@ -60,6 +60,8 @@ impl Theory {
 pub struct Neighbours {
     offset: Vec<u32>,
     table: Vec<u32>,
+    /// Every bond once, `(i, j)` with `i < j`, in the order of [`Self::bonds`].
+    bonds: Vec<(u32, u32)>,
 }
 
 impl Neighbours {
@@ -77,7 +79,21 @@ impl Neighbours {
             table.extend(l);
             offset.push(table.len() as u32);
         }
-        Neighbours { offset, table }
+        let mut nb = Neighbours {
+            offset,
+            table,
+            bonds: Vec::new(),
+        };
+        // Site by site, the neighbours above it: the order the sums over bonds keep.
+        nb.bonds = (0..n)
+            .flat_map(|i| {
+                nb.of(i)
+                    .iter()
+                    .filter(move |&&j| (j as usize) > i)
+                    .map(move |&j| (i as u32, j))
+            })
+            .collect();
+        nb
     }
 
     #[inline]
@@ -99,22 +115,18 @@ impl Neighbours {
 
     /// Every bond once, as `(i, j)` with `i < j` (the lattice never joins a site to itself).
     pub fn bonds(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        (0..self.n_sites()).flat_map(move |i| {
-            self.of(i)
-                .iter()
-                .filter(move |&&j| (j as usize) > i)
-                .map(move |&j| (i, j as usize))
-        })
+        self.bonds.iter().map(|&(i, j)| (i as usize, j as usize))
     }
 }
 
 /// Ising energy `E(s) = -J sum_<ij> s_i s_j - h sum_i s_i` of spins `s_i = +-1`.
 pub fn ising_energy(nb: &Neighbours, j: f64, h: f64, s: &[i8]) -> f64 {
-    let mut bond = 0i64;
-    for (a, b) in nb.bonds() {
-        bond += (s[a] as i64) * (s[b] as i64);
-    }
-    let m: i64 = s.iter().map(|&v| v as i64).sum();
+    let bond: i32 = nb
+        .bonds
+        .iter()
+        .map(|&(a, b)| i32::from(s[a as usize]) * i32::from(s[b as usize]))
+        .sum();
+    let m: i32 = s.iter().map(|&v| i32::from(v)).sum();
     -j * bond as f64 - h * m as f64
 }
 
