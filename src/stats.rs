@@ -260,7 +260,7 @@ pub fn ess_with_error(log_w: &[f64], n_blocks: usize) -> (f64, f64) {
 ///
 /// The largest `M = ceil(min(S / 5, 3 sqrt(S)))` of the `S` weights, minus the largest weight
 /// not among them, are fitted by a generalised Pareto distribution
-/// `P(w - u > x) = (1 + k x / sigma)^(-1/k)` ([`gpd_shape`]). The weights have `1/k` finite
+/// `P(w - u > x) = (1 + k x / sigma)^(-1/k)` (fitted by `gpd_shape`). The weights have `1/k` finite
 /// moments: for `k < 1/2` their variance is finite and ESS and error bars mean what they say;
 /// above about 0.7 (or `1 - 1/log10 S` for small `S`, see [`pareto_k_threshold`]) the mean
 /// and its error are dominated by a few weights that the run has seen (or not) by chance,

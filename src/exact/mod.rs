@@ -112,7 +112,8 @@ pub struct ExactResult {
     pub seconds: f64,
     /// Estimated peak memory of the solve, bytes.
     pub memory_bytes: u64,
-    /// Ground-state expectation values (see [`observables`] for the definitions).
+    /// Ground-state expectation values: `m2_uniform`, `m2_staggered`, `zz_nn`, `xx_nn` (defined
+    /// at `SpinObservables` in this module).
     pub observables: BTreeMap<String, f64>,
     /// Sectors compared by the automatic search (empty when the sector was given).
     pub scanned: Vec<ScannedSector>,

@@ -582,12 +582,12 @@ fn report_from(
 const MIN_INDEPENDENT: f64 = 100.0;
 
 /// A warning when a chain of `n` samples with autocorrelation time `tau` holds fewer than
-/// [`MIN_INDEPENDENT`] independent samples: its `tau_int` and with it every error bar are then
-/// themselves uncertain by tens of percent (Sokal's error on `tau_int` grows as the window
-/// approaches the run), and a slow mode the window has not seen makes them too small. Seen on
-/// the 32x32 Ising model with a poor model proposal: `tau_int` 56 over 5,000 steps, the energy
-/// 3.2 of its error bars off, while the model-chain warnings (accepted proposals, ESS) were
-/// silent.
+/// `MIN_INDEPENDENT` (100) independent samples: its `tau_int` and with it every error bar
+/// are then themselves uncertain by tens of percent (Sokal's error on `tau_int` grows as the
+/// window approaches the run), and a slow mode the window has not seen makes them too small.
+/// Seen on the 32x32 Ising model with a poor model proposal: `tau_int` 56 over 5,000 steps,
+/// the energy 3.2 of its error bars off, while the model-chain warnings (accepted proposals,
+/// ESS) were silent.
 pub fn few_independent_warning(n: usize, tau: f64) -> Option<String> {
     let independent = n as f64 / (2.0 * tau.max(0.5));
     (independent < MIN_INDEPENDENT).then(|| {
@@ -889,7 +889,7 @@ const MIN_EFFECTIVE: f64 = 100.0;
 /// chain sits in the states it proposes well, its `tau_int` looks small, and the averages are
 /// wrong by many error bars (seen with a barely trained model at beta_c). The only symptoms are
 /// few accepted proposals (`acceptance x proposals`) and a small importance-weight ESS
-/// (`ess x proposals`); below [`MIN_EFFECTIVE`] of either the report says so. With local sweeps
+/// (`ess x proposals`); below `MIN_EFFECTIVE` (100) of either the report says so. With local sweeps
 /// (`local_every > 0`) the chain stays exact and ergodic; a low acceptance then means the local
 /// sweeps do the work and the model adds little, but a tiny ESS still means that heavy,
 /// rarely proposed states can hold the chain longer than the run (32x32, 150 training
@@ -1189,7 +1189,7 @@ const MAX_ODE_LOGQ_ERROR: f64 = 0.05;
 
 /// The ODE sampler's `log q` is the density of the exact flow, not of the RK4 map that made
 /// the sample; MH and importance weights are exact only up to that difference, which step
-/// halving estimates. Above [`MAX_ODE_LOGQ_ERROR`] the report says so (the reverse SDE's path
+/// halving estimates. Above `MAX_ODE_LOGQ_ERROR` (0.05) the report says so (the reverse SDE's path
 /// weights have no such error).
 pub fn ode_warning(method: Method, logq_error: f64, steps: usize) -> Option<String> {
     let accurate = logq_error.is_finite() && logq_error <= MAX_ODE_LOGQ_ERROR;

@@ -1436,8 +1436,8 @@ impl MaskedDiffusion {
         Ok(Tensor::cat(&parts, 1)?)
     }
 
-    /// Per-sample gradients of `log p(s_b)` (a `B x n_params` tensor), see
-    /// [`MaskedDiffusion::per_sample_grads`].
+    /// Per-sample gradients of `log p(s_b)` (a `B x n_params` tensor), computed by the
+    /// private `per_sample_grads`.
     pub fn log_prob_jacobian(&self, s: &[u8]) -> Result<Tensor> {
         if let Some(g) = &self.symmetry {
             return Ok(self
@@ -1476,7 +1476,7 @@ impl MaskedDiffusion {
     }
 
     /// Configurations per network call: [`EVAL_ROWS`], or fewer on large lattices and wide
-    /// kernels so that one call stays within [`EVAL_ELEMENTS`].
+    /// kernels so that one call stays within `EVAL_ELEMENTS` gathered inputs.
     pub fn eval_rows(&self) -> usize {
         let k = self.cfg.kernel;
         let taps = if self.shape == Shape::Chain { k } else { k * k };
