@@ -37,6 +37,8 @@
 //! depend on the thread count. On x86-64 with AVX2 and FMA the kernels are compiled for them
 //! and chosen at run time.
 
+use std::collections::HashMap;
+
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
@@ -113,6 +115,7 @@ impl StepPlan {
         let mut first = Vec::new();
         let mut signature = Vec::with_capacity(sites.len());
         let mut signatures: Vec<Vec<u32>> = Vec::new();
+        let mut index: HashMap<Vec<u32>, u32> = HashMap::new();
         for &x in sites {
             let nbx = &neighbours[0][x * taps..(x + 1) * taps];
             let mut rows = Vec::new();
@@ -126,14 +129,17 @@ impl StepPlan {
                 }
             }
             first_end.push(first.len() as u32);
-            let sig = match signatures.iter().position(|r| *r == rows) {
-                Some(i) => i,
+            // A map, not a search: with open boundaries or an irregular schedule a step's
+            // sites can have many distinct sets.
+            let sig = match index.get(&rows) {
+                Some(&i) => i,
                 None => {
+                    index.insert(rows.clone(), signatures.len() as u32);
                     signatures.push(rows);
-                    signatures.len() - 1
+                    (signatures.len() - 1) as u32
                 }
             };
-            signature.push(sig as u32);
+            signature.push(sig);
         }
         let (mut later_end, mut later) = (Vec::new(), Vec::new());
         for nb in &neighbours[1..] {
