@@ -770,43 +770,8 @@ fn ground_state(a: GroundStateArgs, comm: Arc<dyn Communicator>) -> rgdiff::Resu
             let file = a.file.clone().ok_or_else(|| {
                 rgdiff::Error::Input("give a Hamiltonian file (or --resume DIR)".into())
             })?;
-            let optimizer = match a.optimizer.as_str() {
-                "adam" => Optimizer::Adam,
-                "sr" => Optimizer::Sr,
-                o => {
-                    return Err(rgdiff::Error::Input(format!(
-                        "--optimizer {o}: expected adam or sr"
-                    )))
-                }
-            };
-            if !(0.0..1.0).contains(&a.momentum) {
-                return Err(rgdiff::Error::Input(format!(
-                    "--momentum {}: expected 0 <= MU < 1",
-                    a.momentum
-                )));
-            }
-            if !(a.temper > 0.0 && a.temper <= 1.0) {
-                return Err(rgdiff::Error::Input(format!(
-                    "--temper {}: expected 0 < BETA <= 1",
-                    a.temper
-                )));
-            }
-            if !(a.max_step >= 0.0 && a.max_step.is_finite()) {
-                return Err(rgdiff::Error::Input(format!(
-                    "--max-step {}: expected a distance D >= 0 (0: no limit)",
-                    a.max_step
-                )));
-            }
-            if a.max_step != 0.0 && optimizer != Optimizer::Sr {
-                return Err(rgdiff::Error::Input(
-                    "--max-step applies to --optimizer sr".into(),
-                ));
-            }
-            if a.momentum != 0.0 && optimizer != Optimizer::Sr {
-                return Err(rgdiff::Error::Input(
-                    "--momentum applies to --optimizer sr (Adam has its own moments)".into(),
-                ));
-            }
+            // Ranges and combinations are checked by the library (`VmcConfig::validate`).
+            let optimizer = Optimizer::parse(&a.optimizer)?;
             let iters = a.iters.unwrap_or(300);
             RunConfig {
                 problem: file.display().to_string(),

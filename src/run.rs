@@ -256,10 +256,12 @@ pub trait Monitor {
 
 impl Monitor for () {}
 
-/// Builds the model, the Hamiltonian and the exact reference of a configuration.
+/// Builds the model, the Hamiltonian and the exact reference of a configuration, after checking
+/// its VMC options ([`VmcConfig::validate`](crate::vmc::VmcConfig::validate)).
 pub fn prepare(
     cfg: &RunConfig,
 ) -> Result<(spec::Problem, Hamiltonian, Option<f64>, MaskedDiffusion)> {
+    cfg.vmc.validate()?;
     let problem = spec::load(Path::new(&cfg.problem))?;
     let lattice = &problem.lattice;
     let hilbert = problem.model.hilbert(lattice);

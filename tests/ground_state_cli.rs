@@ -186,6 +186,25 @@ fn resume_reproduces_the_uninterrupted_run() {
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains(what));
     }
+    // The same checks apply to a resumed run's (edited) configuration.
+    let part = tmp.path().join("adam-part");
+    let config = std::fs::read_to_string(part.join("config.json")).unwrap();
+    assert!(config.contains("\"temper\": 1.0"), "{config}");
+    let edited = config.replace("\"temper\": 1.0", "\"temper\": 1.5");
+    std::fs::write(part.join("config.json"), edited).unwrap();
+    let o = rgdiff(&[
+        "ground-state",
+        "--resume",
+        part.to_str().unwrap(),
+        "--iters",
+        "20",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--temper 1.5: expected 0 < BETA <= 1"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -75,6 +75,19 @@ pub enum Optimizer {
     Sr,
 }
 
+impl Optimizer {
+    /// `adam` or `sr` (the `--optimizer` values).
+    pub fn parse(s: &str) -> Result<Optimizer> {
+        match s {
+            "adam" => Ok(Optimizer::Adam),
+            "sr" => Ok(Optimizer::Sr),
+            o => Err(Error::Input(format!(
+                "--optimizer {o}: expected adam or sr"
+            ))),
+        }
+    }
+}
+
 /// Settings of a VMC run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VmcConfig {
@@ -112,6 +125,37 @@ pub struct VmcConfig {
     /// they cannot throw it onto a single configuration.
     #[serde(default)]
     pub max_step: f64,
+}
+
+impl VmcConfig {
+    /// Checks the ranges of the options and the combinations that would be silently ignored;
+    /// the errors name the command-line options. Run on new and resumed runs alike (a
+    /// resumed run's `config.json` may have been edited).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Input(m));
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!(
+                "--momentum {}: expected 0 <= MU < 1",
+                self.momentum
+            ));
+        }
+        if !(self.temper > 0.0 && self.temper <= 1.0) {
+            return bad(format!("--temper {}: expected 0 < BETA <= 1", self.temper));
+        }
+        if !(self.max_step >= 0.0 && self.max_step.is_finite()) {
+            return bad(format!(
+                "--max-step {}: expected a distance D >= 0 (0: no limit)",
+                self.max_step
+            ));
+        }
+        if self.max_step != 0.0 && self.optimizer != Optimizer::Sr {
+            return bad("--max-step applies to --optimizer sr".into());
+        }
+        if self.momentum != 0.0 && self.optimizer != Optimizer::Sr {
+            return bad("--momentum applies to --optimizer sr (Adam has its own moments)".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for VmcConfig {
