@@ -130,6 +130,7 @@ pub fn run_chain(
     let n = lattice.n_sites();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
     let mut rec = Recorder::new(lattice);
+    rec.reserve(cfg.samples);
     let mut acc_series = Vec::with_capacity(cfg.samples);
     let every = cfg.sweeps_per_sample.max(1);
     let mut complete = true;

@@ -122,6 +122,15 @@ impl Recorder {
         }
     }
 
+    /// Room for `n` more configurations, so that the series do not grow (and copy) while a
+    /// chain of known length records.
+    pub fn reserve(&mut self, n: usize) {
+        self.m.reserve(n);
+        self.energy.reserve(n);
+        self.f_kmin.reserve(n);
+        self.corr.reserve(n * self.lx);
+    }
+
     pub fn len(&self) -> usize {
         self.m.len()
     }

@@ -670,6 +670,7 @@ impl IsingModel {
         let n = self.model.n_sites();
         let t0 = Instant::now();
         let mut rec = Recorder::new(lattice);
+        rec.reserve(proposals);
         let mut chain = Vec::with_capacity(proposals * n);
         let mut log_w = Vec::with_capacity(proposals);
         let mut accepted = Vec::with_capacity(proposals);
