@@ -348,6 +348,7 @@ impl HostNet {
         let mut log_p = vec![0f64; b];
         let mut log_q = vec![0f64; b];
         let max_m = self.steps.iter().map(Vec::len).max().unwrap_or(0);
+        let two_exact = d == 2 && beta == 1.0;
         configs
             .par_chunks_mut(n)
             .zip(cond.par_chunks_mut(per_row))
@@ -361,13 +362,27 @@ impl HostNet {
                         let m = sites.len();
                         let out = &mut out[..m * d];
                         self.row_step(buf, out, row, k);
+                        let us = &uniforms[offset[k] + i * m..offset[k] + (i + 1) * m];
+                        if two_exact {
+                            // `draw_value` for two states at beta = 1: state 1 iff
+                            // u >= p_0, and log q = log p.
+                            for ((&x, lsm), &u) in sites.iter().zip(out.chunks_exact(2)).zip(us) {
+                                if keep_cond {
+                                    cond[x * 2..x * 2 + 2].copy_from_slice(lsm);
+                                }
+                                let v = usize::from(u >= lsm[0].exp());
+                                row[x] = v as u8;
+                                *lp += lsm[v];
+                                *lqs += lsm[v];
+                            }
+                            continue;
+                        }
                         for (j, &x) in sites.iter().enumerate() {
                             let lsm = &out[j * d..(j + 1) * d];
                             if keep_cond {
                                 cond[x * d..(x + 1) * d].copy_from_slice(lsm);
                             }
-                            let u = uniforms[offset[k] + i * m + j];
-                            let (v, lq_v) = draw_value(lsm, beta, u, lq);
+                            let (v, lq_v) = draw_value(lsm, beta, us[j], lq);
                             row[x] = v as u8;
                             *lp += lsm[v];
                             *lqs += lq_v;
@@ -485,21 +500,40 @@ impl HostNet {
         }
         // First layer, LANES output channels at a time (the accumulator stays in a register):
         // the signature's sum plus one weight row per revealed neighbour.
-        let mut begin = 0;
-        for (j, &x) in sites.iter().enumerate() {
-            let end = plan.first_end[j] as usize;
-            let revealed = &plan.first[begin..end];
-            begin = end;
-            let sig = plan.signature[j] as usize;
-            for o in (0..wp).step_by(LANES) {
-                let mut acc = lane(&signature_sums[sig * wp + o..]);
-                for &(r, y) in revealed {
-                    let r = r as usize + row[y as usize] as usize;
-                    add_lane(&mut acc, &w0[r * wp + o..]);
+        if wp == LANES {
+            // One block of channels: rows as fixed-size arrays (see the later layers).
+            let (w0b, _) = w0.as_chunks::<LANES>();
+            let (sums, _) = signature_sums.as_chunks::<LANES>();
+            let (hb, _) = hidden[..n * wp].as_chunks_mut::<LANES>();
+            let mut begin = 0;
+            for (j, &x) in sites.iter().enumerate() {
+                let end = plan.first_end[j] as usize;
+                let mut acc = sums[plan.signature[j] as usize];
+                for &(r, y) in &plan.first[begin..end] {
+                    add_lane(&mut acc, &w0b[r as usize + row[y as usize] as usize]);
                 }
-                let h = &mut hidden[x * wp + o..x * wp + o + LANES];
-                for (h, &z) in h.iter_mut().zip(&acc) {
+                begin = end;
+                for (h, &z) in hb[x].iter_mut().zip(&acc) {
                     *h = fast_tanh(z);
+                }
+            }
+        } else {
+            let mut begin = 0;
+            for (j, &x) in sites.iter().enumerate() {
+                let end = plan.first_end[j] as usize;
+                let revealed = &plan.first[begin..end];
+                begin = end;
+                let sig = plan.signature[j] as usize;
+                for o in (0..wp).step_by(LANES) {
+                    let mut acc = lane(&signature_sums[sig * wp + o..]);
+                    for &(r, y) in revealed {
+                        let r = r as usize + row[y as usize] as usize;
+                        add_lane(&mut acc, &w0[r * wp + o..]);
+                    }
+                    let h = &mut hidden[x * wp + o..x * wp + o + LANES];
+                    for (h, &z) in h.iter_mut().zip(&acc) {
+                        *h = fast_tanh(z);
+                    }
                 }
             }
         }
@@ -510,6 +544,36 @@ impl HostNet {
             let (lower, upper) = hidden.split_at_mut(l * n * wp);
             let xl = &lower[(l - 1) * n * wp..];
             let next = &mut upper[..n * wp];
+            if wp == LANES {
+                // One block of channels (width <= 8, the default): rows as fixed-size arrays,
+                // one bounds check per neighbour instead of one per input channel.
+                let (xb, _) = xl.as_chunks::<LANES>();
+                let (wb, _) = wl.as_chunks::<LANES>();
+                let (nb_, _) = next.as_chunks_mut::<LANES>();
+                let bias = lane(bl);
+                let mut begin = 0;
+                for (j, &x) in sites.iter().enumerate() {
+                    let end = ends[j] as usize;
+                    let mut acc = [bias, [0f32; LANES], [0f32; LANES], [0f32; LANES]];
+                    for &(t, y) in &list[begin..end] {
+                        let v = xb[y as usize];
+                        let rows: &[[f32; LANES]; LANES] = wb
+                            [t as usize * LANES..(t as usize + 1) * LANES]
+                            .try_into()
+                            .expect("LANES rows per tap");
+                        for q in 0..LANES {
+                            axpy::<FMA>(&mut acc[q % 4], v[q], &rows[q]);
+                        }
+                    }
+                    begin = end;
+                    let acc = sum4(acc);
+                    let hx = xb[x];
+                    for ((nx, &h), &z) in nb_[x].iter_mut().zip(&hx).zip(&acc) {
+                        *nx = h + fast_tanh(z);
+                    }
+                }
+                continue;
+            }
             let mut begin = 0;
             for (j, &x) in sites.iter().enumerate() {
                 let end = ends[j] as usize;
