@@ -25,12 +25,16 @@
 //! configuration for each distinct set of them among a step's sites. A revealed neighbour
 //! then costs one row addition in the first layer.
 //!
-//! Measured on 16x16 (width 8, kernel 3, one core of a 2-core Xeon VM, untrained weights,
-//! best of 7 batches of 2000, two runs; the VM spreads them widely): depth 1 about 65 to 95
-//! ns per site to draw and 35 to 55 ns to evaluate `log p`, against 80 to 120 and 55 to 90
-//! with the tests per neighbour and libm's `expf` and `logf` per site; depth 2 165 to 180
-//! and 125 to 140 against 185 to 195 and 150 to 200 (its second layer, 72 products per
-//! site, dominates). `fast_tanh` is about a fifth of the time.
+//! With one block of channels (width up to 8, the default) the rows are fixed-size arrays,
+//! one bounds check per neighbour rather than per channel, and a two-state draw at `beta = 1`
+//! is `s_x = 1` iff `u >= p_0` without the general search of [`draw_value`].
+//!
+//! Measured on 16x16 (width 8, kernel 3, one core of a 2-core Xeon VM, untrained weights;
+//! `cargo bench --bench sampler`, means over batches of 256): depth 1 about 60 ns per site to
+//! draw and 47 ns to evaluate `log p`, depth 2 104 and 92 (best of 7 batches of 2000 in a
+//! quick timing: 40 and 30, 75 and 55). Before the step plans, the fixed-size rows and the
+//! vectorised log-sigmoids the same quick timing gave 80 to 120 and 55 to 90 at depth 1, 140 to
+//! 195 and 115 to 200 at depth 2. `fast_tanh` is about a quarter of the time.
 //!
 //! The same function of the configuration as the tensor form (to `f32` rounding; the tests
 //! compare both). Rows are independent and run in parallel (`rayon`); a row's result does not
