@@ -681,18 +681,10 @@ impl RowBuffers {
     }
 }
 
-/// `out = log softmax(logits)`; for two states `log p_0 = -softplus(l_1 - l_0)` and
-/// `log p_1 = -softplus(l_0 - l_1)` (one `exp`, one `ln`).
+/// `out = log softmax(logits)` for more than two states (two go through
+/// [`log_sigmoid_pairs`]).
 #[inline(always)]
 fn log_softmax(logits: &[f32], out: &mut [f64]) {
-    if let [l0, l1] = *logits {
-        let z = l1 - l0;
-        // ln(1 + e) rather than ln_1p: libm's log1pf was a tenth of a draw.
-        let sp = (1.0 + (-z.abs()).exp()).ln();
-        out[0] = f64::from(-(z.max(0.0) + sp));
-        out[1] = f64::from(-((-z).max(0.0) + sp));
-        return;
-    }
     let max = logits.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
     let lse = max + logits.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
     for (o, &v) in out.iter_mut().zip(logits) {
