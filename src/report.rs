@@ -311,6 +311,12 @@ pub fn sample_text(r: &crate::field::sample::SampleReport, dir: &std::path::Path
             .map_or(String::new(), |x| format!("   (exact {x:.10})"));
         line("log Z", format!("{:.8} +- {:.8}{exact}", e.mean, e.error));
     }
+    if let Some(e) = r.kl_divergence {
+        line(
+            "KL(q || p), nats",
+            format!("{:.6} +- {:.6}", e.mean, e.error),
+        );
+    }
     if let Some(e) = r.free_energy_bound {
         line(
             "F bound (>= -log Z)",

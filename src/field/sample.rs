@@ -113,6 +113,10 @@ pub struct SampleReport {
     /// `log Z` from the importance weights (model).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_z: Option<Estimate>,
+    /// `KL(q || p)` of the proposal from the Boltzmann distribution, in nats, from the
+    /// importance weights ([`stats::kl_from_weights`]; model, flow and diffusion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kl_divergence: Option<Estimate>,
     /// Pareto shape of the importance weights' tail ([`stats::pareto_k`], model): above
     /// [`stats::pareto_k_threshold`] (0.7 for `S >= 2,154`) ESS, `log Z` and the chain's
     /// error bars are unreliable.
@@ -556,6 +560,7 @@ fn report_from(
         ess: None,
         log_z: None,
         pareto_k: None,
+        kl_divergence: None,
         free_energy_bound: None,
         two_point: a.two_point.clone(),
         sampling_seconds: seconds,
@@ -869,6 +874,8 @@ fn independence_report(
     rep.ess = Some(Estimate::new(ess, ess_err));
     let (lz, lz_err) = stats::log_mean_exp(log_w);
     rep.log_z = Some(Estimate::new(lz, lz_err));
+    let (kl, kl_err) = stats::kl_from_weights(log_w, 50);
+    rep.kl_divergence = Some(Estimate::new(kl, kl_err));
     rep.pareto_k = stats::pareto_k(log_w);
     // The model chain's own warnings first, then report_from's.
     let general = std::mem::take(&mut rep.warnings);
