@@ -260,6 +260,22 @@ pub fn kl_from_weights(log_w: &[f64], n_blocks: usize) -> (f64, f64) {
     jackknife(&[&w, &shifted], n_blocks, |m| m[0].ln() - m[1])
 }
 
+/// The self-normalised importance-sampling mean `sum w x / sum w` of `x` under the target,
+/// from draws of a proposal with log weights `log_w`, with its delta-method error
+/// `sqrt(sum (w / sum w)^2 (x - mean)^2)`.
+pub fn weighted_mean(log_w: &[f64], x: &[f64]) -> (f64, f64) {
+    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = log_w.iter().map(|l| (l - max).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let m = w.iter().zip(x).map(|(w, x)| w * x).sum::<f64>() / total;
+    let var = w
+        .iter()
+        .zip(x)
+        .map(|(w, x)| (w / total).powi(2) * (x - m).powi(2))
+        .sum::<f64>();
+    (m, var.sqrt())
+}
+
 /// Effective sample size fraction [`ess_fraction`] with a jackknife error over `n_blocks`
 /// blocks.
 pub fn ess_with_error(log_w: &[f64], n_blocks: usize) -> (f64, f64) {
@@ -464,6 +480,36 @@ mod tests {
         assert!((ess_fraction(&[3.0; 10]) - 1.0).abs() < 1e-12);
         assert!((ess_fraction(&[0.0, f64::NEG_INFINITY]) - 0.5).abs() < 1e-12);
     }
+    /// A fair coin reweighted to the target `p(1) = 0.8`: the self-normalised mean is 0.8
+    /// within its delta-method error, and that error is the spread over independent runs.
+    #[test]
+    fn weighted_mean_reweights_a_fair_coin() {
+        let runs: Vec<(f64, f64)> = (0..20)
+            .map(|seed| {
+                let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+                let x: Vec<f64> = (0..10_000)
+                    .map(|_| f64::from(u8::from(rng.random::<bool>())))
+                    .collect();
+                let log_w: Vec<f64> = x
+                    .iter()
+                    .map(|&v| if v == 1.0 { 1.6f64.ln() } else { 0.4f64.ln() })
+                    .collect();
+                weighted_mean(&log_w, &x)
+            })
+            .collect();
+        let est: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let spread = variance(&est, mean(&est)).sqrt();
+        let err = mean(&runs.iter().map(|r| r.1).collect::<Vec<_>>());
+        assert!(
+            (mean(&est) - 0.8).abs() < 4.0 * spread / 20f64.sqrt(),
+            "{est:?}"
+        );
+        assert!(
+            (err / spread - 1.0).abs() < 0.4,
+            "error {err}, spread {spread}"
+        );
+    }
+
     /// Draws `x ~ q = N(0, 1)` for the target `exp(-S) = Z N(x; mu, 1)`: `log w = log Z +
     /// mu x - mu^2 / 2`, and `KL(q || p) = mu^2 / 2` whatever `Z`; the jackknife error
     /// matches the spread over independent runs.

@@ -281,6 +281,11 @@ pub struct MhResult {
     pub spins: Vec<i8>,
     /// `log w` of every proposal (importance weights).
     pub log_w: Vec<f64>,
+    /// For a pinned model ([`Z2::Pinned`]), `s_x0 sign(M)` of every proposal
+    /// ([`crate::field::sample::alignment`]; empty otherwise): its importance-weighted mean
+    /// against the chain's shows whether the weights see the configurations whose pinned
+    /// site points against the magnetisation ([`crate::field::sample::pinned_warning`]).
+    pub alignment: Vec<f64>,
     pub acceptance: Estimate,
     pub seconds: f64,
     pub complete: bool,
@@ -673,6 +678,8 @@ impl IsingModel {
         rec.reserve(proposals);
         let mut chain = Vec::with_capacity(proposals * n);
         let mut log_w = Vec::with_capacity(proposals);
+        let pinned = self.model.pinned_site();
+        let mut alignment = Vec::with_capacity(if pinned.is_some() { proposals } else { 0 });
         let mut accepted = Vec::with_capacity(proposals);
         let mut cur: Vec<i8> = Vec::new();
         let mut cur_lw = f64::NEG_INFINITY;
@@ -691,6 +698,9 @@ impl IsingModel {
             let b = batch.min(proposals - log_w.len());
             let (s, lq) = self.propose_with(&net, b, rng)?;
             let e = self.energies(&s, &mut spins);
+            if let Some(x0) = pinned {
+                alignment.extend(spins.chunks(n).map(|c| super::sample::alignment(c, x0)));
+            }
             for i in 0..b {
                 let lw = -self.beta * e[i] - lq[i];
                 log_w.push(lw);
@@ -728,6 +738,7 @@ impl IsingModel {
             recorder: rec,
             spins: chain,
             log_w,
+            alignment,
             acceptance,
             seconds: t0.elapsed().as_secs_f64(),
             complete,
