@@ -52,6 +52,47 @@ fn model_with(lat: &Lattice, beta: f64, z2: Z2, last_step: LastStep, seed: u64) 
     .unwrap()
 }
 
+/// The `rgdiff sample` network (step-causal, width 8, kernel 3, last step by heat bath) with
+/// `dilation`, `depth` layers and flip symmetry `z2` at beta_c, trained `iters` iterations of
+/// 128 samples, annealed over the first half.
+fn trained_causal(
+    lat: &Lattice,
+    dilation: Dilation,
+    z2: Z2,
+    depth: usize,
+    iters: usize,
+) -> IsingModel {
+    let cfg = ModelConfig {
+        width: 8,
+        depth,
+        kernel: 3,
+        network: Network::Causal,
+        dilation,
+        ..ModelConfig::default()
+    };
+    let train = TrainConfig {
+        samples: 128,
+        iters,
+        anneal_iters: iters / 2,
+        z2,
+        last_step: LastStep::HeatBath,
+        ..TrainConfig::default()
+    };
+    let mut m = IsingModel::new(
+        lat,
+        (BETA_C, 1.0, 0.0),
+        Schedule::rg(lat),
+        cfg,
+        &Device::Cpu,
+        train,
+    )
+    .unwrap();
+    for _ in 0..iters {
+        m.train_step().unwrap();
+    }
+    m
+}
+
 /// A pure independence Metropolis-Hastings chain of 20,000 proposals (batches of 2,000) drawn
 /// with the generator of `seed`.
 fn pure_chain(m: &IsingModel, lat: &Lattice, seed: u64) -> MhResult {
@@ -347,32 +388,7 @@ fn a_level_dilated_causal_model_samples_8x8_at_beta_c() {
     let lat = Lattice::square(8, 8, Boundary::Periodic);
     let (log_z, e_n, m2_n) = ising_transfer_matrix(8, BETA_C, 1.0);
     let trained = |dilation: Dilation| {
-        let cfg = ModelConfig {
-            width: 8,
-            depth: 2,
-            kernel: 3,
-            network: Network::Causal,
-            dilation,
-            ..ModelConfig::default()
-        };
-        let train = TrainConfig {
-            samples: 128,
-            iters: 80,
-            anneal_iters: 40,
-            ..TrainConfig::default()
-        };
-        let mut m = IsingModel::new(
-            &lat,
-            (BETA_C, 1.0, 0.0),
-            Schedule::rg(&lat),
-            cfg,
-            &Device::Cpu,
-            train,
-        )
-        .unwrap();
-        for _ in 0..80 {
-            m.train_step().unwrap();
-        }
+        let m = trained_causal(&lat, dilation, Z2::Mixture, 2, 80);
         chain(&m, &lat, 10, 21)
     };
     let mh = trained(Dilation::Levels);
@@ -461,37 +477,8 @@ fn a_pinned_proposal_that_drops_the_minority_sector_is_flagged() {
     let lat = Lattice::square(8, 8, Boundary::Periodic);
     let n = lat.n_sites();
     let trained = |z2: Z2, depth: usize, iters: usize| {
-        let cfg = ModelConfig {
-            width: 8,
-            depth,
-            kernel: 3,
-            network: Network::Causal,
-            dilation: Dilation::Levels,
-            pin_first: z2 == Z2::Pinned,
-            ..ModelConfig::default()
-        };
-        let train = TrainConfig {
-            samples: 128,
-            iters,
-            anneal_iters: iters / 2,
-            z2,
-            last_step: LastStep::HeatBath,
-            ..TrainConfig::default()
-        };
-        let mut m = IsingModel::new(
-            &lat,
-            (BETA_C, 1.0, 0.0),
-            Schedule::rg(&lat),
-            cfg,
-            &Device::Cpu,
-            train,
-        )
-        .unwrap();
-        for _ in 0..iters {
-            m.train_step().unwrap();
-        }
-        let x0 = m.model.pinned_site();
-        (chain(&m, &lat, 2, 31), x0)
+        let m = trained_causal(&lat, Dilation::Levels, z2, depth, iters);
+        (chain(&m, &lat, 2, 31), m.model.pinned_site())
     };
     let check = |mh: &MhResult, x0: usize| {
         let own: Vec<f64> = mh.spins.chunks(n).map(|s| alignment(s, x0)).collect();

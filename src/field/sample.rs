@@ -965,18 +965,19 @@ pub fn chain_warnings(
 }
 
 /// A warning when the importance weights of a pinned proposal
-/// ([`Z2::Pinned`](super::variational::Z2::Pinned)) miss the
-/// configurations whose pinned site `x0` points against the magnetisation.
+/// ([`Z2::Pinned`](super::variational::Z2::Pinned)) miss the configurations whose pinned
+/// site `x0` points against the magnetisation.
 ///
 /// The pinned model is a distribution conditioned on `s_x0 = +1`, and its reverse-KL training
-/// underweights the minority sector with `sign(M) = -s_x0` (see [`super::variational::Z2`]); no importance-weight
-/// diagnostic sees a region the proposals never reach (L = 16, `--depth 1`: `log Z` 12 error
-/// bars low with Pareto k 0.29). A chain with local sweeps (`local_every > 0`) is exact and
-/// does reach it, so the chain's mean of `a = s_x0 sign(M)` (`alignment`, in
-/// measurements, chains of lengths `lens`) and the importance-weighted mean of the proposals'
-/// `a` must agree; more than 4 error bars apart, the weights (`log Z`, ESS, KL) are biased.
-/// A pure independence chain moves only to proposed states, so both would share the bias: no
-/// check then.
+/// underweights the minority sector with `sign(M) = -s_x0` (see
+/// [`Z2`](super::variational::Z2)); no importance-weight diagnostic sees a region the
+/// proposals never reach (L = 16, `--depth 1`: `log Z` 12 error bars low with Pareto k 0.29).
+/// A chain with local sweeps (`local_every > 0`) is exact and does reach it, so the chain's
+/// mean of `a = s_x0 sign(M)` (`chain`, one value per measurement, chains of lengths `lens`)
+/// and the importance-weighted mean of the proposals' `a` (`proposals`, log weights `log_w`)
+/// must agree; more than 4 error bars apart, the weights (`log Z`, ESS, KL) are biased. A pure
+/// independence chain moves only to proposed states, so both would share the bias: no check
+/// then.
 pub fn pinned_warning(
     chain: &[f64],
     lens: &[usize],
