@@ -213,11 +213,17 @@ pub fn jackknife(series: &[&[f64]], n_blocks: usize, f: impl Fn(&[f64]) -> f64) 
     (nb as f64 * f_full - (nb - 1) as f64 * mj, var.sqrt())
 }
 
+/// The largest log weight `m` and the weights relative to it, `e^(log w - m)` (at most 1, so
+/// sums do not overflow).
+fn relative_weights(log_w: &[f64]) -> (f64, Vec<f64>) {
+    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (max, log_w.iter().map(|l| (l - max).exp()).collect())
+}
+
 /// Effective sample size of importance weights, `(sum w)^2 / (n sum w^2)` (a fraction in
 /// `(0, 1]`), computed from log-weights without overflow.
 pub fn ess_fraction(log_w: &[f64]) -> f64 {
-    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let w: Vec<f64> = log_w.iter().map(|l| (l - max).exp()).collect();
+    let (_, w) = relative_weights(log_w);
     let s: f64 = w.iter().sum();
     let s2: f64 = w.iter().map(|v| v * v).sum();
     s * s / (w.len() as f64 * s2)
@@ -238,8 +244,7 @@ pub fn independent_per_second(n: usize, tau_int: f64, seconds: f64) -> f64 {
 /// the estimate of `log Z` from importance weights `w = exp(-S) / q`.
 pub fn log_mean_exp(log_w: &[f64]) -> (f64, f64) {
     let n = log_w.len();
-    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let w: Vec<f64> = log_w.iter().map(|l| (l - max).exp()).collect();
+    let (max, w) = relative_weights(log_w);
     let m = mean(&w);
     let v = variance(&w, m);
     (max + m.ln(), (v / n as f64).sqrt() / m)
@@ -254,8 +259,7 @@ pub fn log_mean_exp(log_w: &[f64]) -> (f64, f64) {
 /// `2 Phi(-sqrt(KL))` of its proposals: 0.9 needs about 0.016 nats. Like `log Z` from the
 /// same weights, it cannot see states `q` (almost) never draws, and is then too low.
 pub fn kl_from_weights(log_w: &[f64], n_blocks: usize) -> (f64, f64) {
-    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let w: Vec<f64> = log_w.iter().map(|l| (l - max).exp()).collect();
+    let (max, w) = relative_weights(log_w);
     let shifted: Vec<f64> = log_w.iter().map(|l| l - max).collect();
     jackknife(&[&w, &shifted], n_blocks, |m| m[0].ln() - m[1])
 }
@@ -264,8 +268,7 @@ pub fn kl_from_weights(log_w: &[f64], n_blocks: usize) -> (f64, f64) {
 /// from draws of a proposal with log weights `log_w`, with its delta-method error
 /// `sqrt(sum (w / sum w)^2 (x - mean)^2)`.
 pub fn weighted_mean(log_w: &[f64], x: &[f64]) -> (f64, f64) {
-    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let w: Vec<f64> = log_w.iter().map(|l| (l - max).exp()).collect();
+    let (_, w) = relative_weights(log_w);
     let total: f64 = w.iter().sum();
     let m = w.iter().zip(x).map(|(w, x)| w * x).sum::<f64>() / total;
     let var = w
@@ -279,8 +282,7 @@ pub fn weighted_mean(log_w: &[f64], x: &[f64]) -> (f64, f64) {
 /// Effective sample size fraction [`ess_fraction`] with a jackknife error over `n_blocks`
 /// blocks.
 pub fn ess_with_error(log_w: &[f64], n_blocks: usize) -> (f64, f64) {
-    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let w: Vec<f64> = log_w.iter().map(|l| (l - max).exp()).collect();
+    let (_, w) = relative_weights(log_w);
     let w2: Vec<f64> = w.iter().map(|v| v * v).collect();
     let (_, err) = jackknife(&[&w, &w2], n_blocks, |m| m[0] * m[0] / m[1]);
     (ess_fraction(log_w), err)
@@ -364,8 +366,7 @@ fn gpd_shape(x: &[f64]) -> Option<f64> {
             }
         })
         .collect();
-    let l_max = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let w: Vec<f64> = l.iter().map(|v| (v - l_max).exp()).collect();
+    let (_, w) = relative_weights(&l);
     let norm: f64 = w.iter().sum();
     let theta_star: f64 = theta.iter().zip(&w).map(|(t, w)| t * w).sum::<f64>() / norm;
     let k = k_of(theta_star);
