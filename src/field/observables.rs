@@ -200,10 +200,14 @@ impl Recorder {
             f = 0.5 * (f + (cy * cy + sy * sy) / n);
         }
         for r in 0..lx {
-            let mut c = 0.0;
-            for x in 0..lx {
-                c += self.rows[x] * self.rows[(x + r) % lx];
-            }
+            // sum_x rows[x] rows[(x + r) mod lx], without the division of `mod`.
+            let (head, tail) = self.rows.split_at(r);
+            let c: f64 = self.rows[..lx - r]
+                .iter()
+                .zip(tail)
+                .chain(self.rows[lx - r..].iter().zip(head))
+                .map(|(a, b)| a * b)
+                .sum();
             self.corr.push(c / n);
         }
         self.m.push(m);
