@@ -107,6 +107,24 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// The inverse temperature of iteration `t`: rising linearly from `anneal_start * beta`
+    /// to `beta` over the first `anneal_iters` iterations.
+    pub fn beta_at(&self, t: usize, beta: f64) -> f64 {
+        if self.anneal_iters == 0 {
+            return beta;
+        }
+        let x = (t as f64 / self.anneal_iters as f64).min(1.0);
+        beta * (self.anneal_start + (1.0 - self.anneal_start) * x)
+    }
+
+    /// The learning rate of iteration `t`: cosine decay from `lr` to `lr / 10`.
+    pub fn lr_at(&self, t: usize) -> f64 {
+        let x = (t as f64 / self.iters.max(1) as f64).min(1.0);
+        self.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * x).cos()))
+    }
+}
+
 /// How the model's proposal respects the spin-flip symmetry (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -576,19 +594,6 @@ impl IsingModel {
         }
     }
 
-    fn beta_at(&self, t: usize) -> f64 {
-        if self.cfg.anneal_iters == 0 {
-            return self.beta;
-        }
-        let x = (t as f64 / self.cfg.anneal_iters as f64).min(1.0);
-        self.beta * (self.cfg.anneal_start + (1.0 - self.cfg.anneal_start) * x)
-    }
-
-    fn lr_at(&self, t: usize) -> f64 {
-        let x = (t as f64 / self.cfg.iters.max(1) as f64).min(1.0);
-        self.cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * x).cos()))
-    }
-
     /// One training iteration with the generators of `(seed, iter, chunk)` (so a resumed run
     /// draws what the uninterrupted one would, on any number of ranks).
     pub fn train_step(&mut self) -> Result<TrainStats> {
@@ -597,7 +602,7 @@ impl IsingModel {
         let b = self.cfg.samples.max(2);
         let comm = self.comm.clone();
         let chunks = Chunks::new(b, self.chunks, comm.size(), "--chains")?;
-        let beta_t = self.beta_at(t);
+        let beta_t = self.cfg.beta_at(t, self.beta);
         let mut spins = Vec::new();
         // Per chunk of this rank: the differentiable log q, and (f, log q) per sample.
         let mut mine = Vec::new();
@@ -639,7 +644,7 @@ impl IsingModel {
             grads.push((lq_t * cw)?.sum_all()?.backward()?);
         }
         let grads = crate::vmc::driver::reduce_chunk_grads(comm.as_ref(), &self.model, &grads)?;
-        let lr = self.lr_at(t);
+        let lr = self.cfg.lr_at(t);
         self.adam.step(self.model.params(), &grads, lr)?;
         self.iter += 1;
         let log_w: Vec<f64> = f.iter().map(|v| -v).collect();
@@ -672,76 +677,131 @@ impl IsingModel {
         progress: &mut dyn FnMut(usize),
         stop: &AtomicBool,
     ) -> Result<MhResult> {
-        let n = self.model.n_sites();
-        let t0 = Instant::now();
-        let mut rec = Recorder::new(lattice);
-        rec.reserve(proposals);
-        let mut chain = Vec::with_capacity(proposals * n);
-        let mut log_w = Vec::with_capacity(proposals);
-        let pinned = self.model.pinned_site();
-        let mut alignment = Vec::with_capacity(if pinned.is_some() { proposals } else { 0 });
-        let mut accepted = Vec::with_capacity(proposals);
-        let mut cur: Vec<i8> = Vec::new();
-        let mut cur_lw = f64::NEG_INFINITY;
-        let mut cur_e = 0.0;
-        let mut spins = Vec::new();
-        let mut complete = true;
-        let mut local = IsingChain::new(self.nb.clone(), self.beta, self.j, self.h);
-        let mut state_u8 = vec![0u8; n];
         // The parameters stay fixed during the chain: lay out the network once.
         let net = self.model.frozen()?;
-        while log_w.len() < proposals {
-            if stop.load(Ordering::SeqCst) {
-                complete = false;
-                break;
-            }
-            let b = batch.min(proposals - log_w.len());
-            let (s, lq) = self.propose_with(&net, b, rng)?;
-            let e = self.energies(&s, &mut spins);
-            if let Some(x0) = pinned {
-                alignment.extend(spins.chunks(n).map(|c| super::sample::alignment(c, x0)));
-            }
-            for i in 0..b {
-                let lw = -self.beta * e[i] - lq[i];
-                log_w.push(lw);
-                let u: f64 = rng.random();
-                let acc = cur.is_empty() || u.ln() < lw - cur_lw;
-                if acc {
-                    cur.clear();
-                    cur.extend_from_slice(&spins[i * n..(i + 1) * n]);
-                    cur_lw = lw;
-                    cur_e = e[i];
-                }
-                accepted.push(if acc { 1.0 } else { 0.0 });
-                if local_every > 0 && log_w.len().is_multiple_of(local_every) {
-                    local.spins.copy_from_slice(&cur);
-                    local.metropolis_sweep(rng);
-                    cur.copy_from_slice(&local.spins);
-                    cur_e = local.energy();
-                    for (u, &v) in state_u8.iter_mut().zip(&cur) {
-                        *u = u8::from(v < 0);
-                    }
-                    cur_lw = -self.beta * cur_e - self.log_q_values_with(&net, &state_u8)?[0];
-                }
-                rec.record(&cur, cur_e);
-                chain.extend_from_slice(&cur);
-            }
-            progress(log_w.len());
-        }
-        let acceptance = if accepted.len() >= 2 {
-            let s = crate::stats::correlated(&accepted);
-            Estimate::new(s.mean, s.error)
-        } else {
-            Estimate::new(0.0, 0.0)
+        let setup = ChainSetup {
+            lattice,
+            nb: &self.nb,
+            beta: self.beta,
+            j: self.j,
+            h: self.h,
+            pinned: self.model.pinned_site(),
         };
-        Ok(MhResult {
-            recorder: rec,
-            spins: chain,
-            log_w,
-            alignment,
-            acceptance,
-            seconds: t0.elapsed().as_secs_f64(),
-            complete,
-        })
+        independence_chain(
+            &setup,
+            (proposals, batch, local_every),
+            rng,
+            &mut |b, rng| self.propose_with(&net, b, rng),
+            &mut |state| Ok(self.log_q_values_with(&net, state)?[0]),
+            progress,
+            stop,
+        )
     }
+}
+
+/// The model and lattice of an [`independence_chain`].
+pub struct ChainSetup<'a> {
+    pub lattice: &'a Lattice,
+    pub nb: &'a Neighbours,
+    pub beta: f64,
+    pub j: f64,
+    pub h: f64,
+    /// The pinned site of a [`Z2::Pinned`] model (its alignment is recorded).
+    pub pinned: Option<usize>,
+}
+
+/// The draws of a proposal: `b` configurations (states `0` up, `1` down) with their `log q`.
+pub type Propose<'a, R> = dyn FnMut(usize, &mut R) -> Result<(Vec<u8>, Vec<f64>)> + 'a;
+
+/// An independence Metropolis-Hastings chain of `proposals` proposals drawn in batches of
+/// `batch` by `propose`, with a single-spin Metropolis sweep after every `local_every`
+/// steps (0: none) and `log_q` of the state it leaves (see
+/// [`IsingModel::metropolis_hastings`]); records every chain state.
+pub fn independence_chain<R: Rng>(
+    setup: &ChainSetup,
+    (proposals, batch, local_every): (usize, usize, usize),
+    rng: &mut R,
+    propose: &mut Propose<R>,
+    log_q: &mut dyn FnMut(&[u8]) -> Result<f64>,
+    progress: &mut dyn FnMut(usize),
+    stop: &AtomicBool,
+) -> Result<MhResult> {
+    let ChainSetup {
+        lattice,
+        nb,
+        beta,
+        j,
+        h,
+        pinned,
+    } = *setup;
+    let n = lattice.n_sites();
+    let t0 = Instant::now();
+    let mut rec = Recorder::new(lattice);
+    rec.reserve(proposals);
+    let mut chain = Vec::with_capacity(proposals * n);
+    let mut log_w = Vec::with_capacity(proposals);
+    let mut alignment = Vec::with_capacity(if pinned.is_some() { proposals } else { 0 });
+    let mut accepted = Vec::with_capacity(proposals);
+    let mut cur: Vec<i8> = Vec::new();
+    let mut cur_lw = f64::NEG_INFINITY;
+    let mut cur_e = 0.0;
+    let mut spins = Vec::new();
+    let mut complete = true;
+    let mut local = IsingChain::new(nb.clone(), beta, j, h);
+    let mut state_u8 = vec![0u8; n];
+    while log_w.len() < proposals {
+        if stop.load(Ordering::SeqCst) {
+            complete = false;
+            break;
+        }
+        let b = batch.min(proposals - log_w.len());
+        let (s, lq) = propose(b, rng)?;
+        spins.clear();
+        spins.extend(s.iter().map(|&v| 1 - 2 * v as i8));
+        let e: Vec<f64> = spins.chunks(n).map(|c| ising_energy(nb, j, h, c)).collect();
+        if let Some(x0) = pinned {
+            alignment.extend(spins.chunks(n).map(|c| super::sample::alignment(c, x0)));
+        }
+        for i in 0..b {
+            let lw = -beta * e[i] - lq[i];
+            log_w.push(lw);
+            let u: f64 = rng.random();
+            let acc = cur.is_empty() || u.ln() < lw - cur_lw;
+            if acc {
+                cur.clear();
+                cur.extend_from_slice(&spins[i * n..(i + 1) * n]);
+                cur_lw = lw;
+                cur_e = e[i];
+            }
+            accepted.push(if acc { 1.0 } else { 0.0 });
+            if local_every > 0 && log_w.len().is_multiple_of(local_every) {
+                local.spins.copy_from_slice(&cur);
+                local.metropolis_sweep(rng);
+                cur.copy_from_slice(&local.spins);
+                cur_e = local.energy();
+                for (u, &v) in state_u8.iter_mut().zip(&cur) {
+                    *u = u8::from(v < 0);
+                }
+                cur_lw = -beta * cur_e - log_q(&state_u8)?;
+            }
+            rec.record(&cur, cur_e);
+            chain.extend_from_slice(&cur);
+        }
+        progress(log_w.len());
+    }
+    let acceptance = if accepted.len() >= 2 {
+        let s = crate::stats::correlated(&accepted);
+        Estimate::new(s.mean, s.error)
+    } else {
+        Estimate::new(0.0, 0.0)
+    };
+    Ok(MhResult {
+        recorder: rec,
+        spins: chain,
+        log_w,
+        alignment,
+        acceptance,
+        seconds: t0.elapsed().as_secs_f64(),
+        complete,
+    })
 }
