@@ -170,14 +170,16 @@ struct SampleArgs {
     /// denoising score matching.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Training iterations of the model (default 100; with --resume: the new total).
+    /// Training iterations of the model (default 100, 2000 with --network table; with
+    /// --resume: the new total).
     #[arg(long)]
     train_iters: Option<usize>,
-    /// Samples per training iteration.
-    #[arg(long, default_value_t = 128)]
-    train_samples: usize,
+    /// Samples per training iteration (default 128; 512 with --network table).
+    #[arg(long)]
+    train_samples: Option<usize>,
     /// Adam learning rate of the training (cosine decay to a tenth; default 1e-2 for model,
-    /// 3e-3 for flow and diffusion, where 1e-2 can throw the ODE into a stiff, diverging regime).
+    /// 5e-2 for --network table, 3e-3 for flow and diffusion, where 1e-2 can throw the ODE
+    /// into a stiff, diverging regime).
     #[arg(long)]
     lr: Option<f64>,
     /// Training iterations over which beta rises from --anneal-start x beta (default: half
@@ -215,9 +217,18 @@ struct SampleArgs {
     #[arg(long, default_value_t = 3)]
     kernel: usize,
     /// causal (step-causal convolutions: every conditional from one pass) | masked (one
-    /// network pass per step)
+    /// network pass per step) | table (Ising: each conditional a lookup table over the
+    /// nearest sites revealed before it, no network; see --table-context)
     #[arg(long, default_value = "causal")]
     network: String,
+    /// --network table: context sites of each conditional (the table has 2^C entries).
+    #[arg(long, default_value_t = 12)]
+    table_context: usize,
+    /// --network table: colours each rg step is split into (1, 2 or 4; sites of one colour are
+    /// drawn independently given the earlier ones, and 4 colours put them 4 times the level's
+    /// spacing apart).
+    #[arg(long, default_value_t = 2)]
+    table_colours: usize,
     /// Spacing of the convolution taps: levels (2^level at a site of RG level `level`: each
     /// conditional reads the coarse lattice of its level, the sites the rg schedule reveals
     /// before it) | layers (2^l in layer l) | none
@@ -538,6 +549,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
     }
     use rgdiff::field::flow::{FlowConfig, Objective};
     use rgdiff::field::sample::{self, SampleConfig};
+    use rgdiff::field::table::TableConfig;
     use rgdiff::field::variational::{LastStep, TrainConfig, Z2};
     use rgdiff::field::{Method, Theory};
     use rgdiff::model::{Dilation, ModelConfig, Network, Phase};
@@ -571,12 +583,26 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                     Theory::Phi4 { .. } => Method::Hmc,
                 },
             };
-            let train_iters = a.train_iters.unwrap_or(100);
+            let table = (a.network == "table").then_some(TableConfig {
+                context: a.table_context,
+                colours: a.table_colours,
+            });
+            let train_iters = a
+                .train_iters
+                .unwrap_or(if table.is_some() { 2000 } else { 100 });
             let z2 = if a.no_symmetry {
                 Z2::None
             } else {
                 Z2::parse(&a.z2)?
             };
+            if table.is_some() && (z2 == Z2::Pinned || a.last_step != "heat-bath") {
+                return Err(rgdiff::Error::Input(
+                    "--network table: its tables are flip-symmetric by construction (odd at \
+                     h = 0) and its last step is always the heat bath; --z2 pinned and \
+                     --last-step model apply to the networks"
+                        .into(),
+                ));
+            }
             let cfg = SampleConfig {
                 problem: file.display().to_string(),
                 method,
@@ -598,21 +624,28 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                     kernel: a.kernel,
                     phase: Phase::None,
                     sz: None,
-                    network: Network::parse(&a.network)?,
+                    network: if table.is_some() {
+                        Network::default()
+                    } else {
+                        Network::parse(&a.network)?
+                    },
                     symmetry: None,
                     dilation: Dilation::parse(&a.dilation)?,
                     pin_first: z2 == Z2::Pinned,
                 },
                 train: TrainConfig {
-                    samples: a.train_samples.max(2),
+                    samples: a
+                        .train_samples
+                        .unwrap_or(if table.is_some() { 512 } else { 128 })
+                        .max(2),
                     iters: train_iters,
-                    lr: a
-                        .lr
-                        .unwrap_or(if matches!(method, Method::Flow | Method::Diffusion) {
-                            3e-3
-                        } else {
-                            1e-2
-                        }),
+                    lr: a.lr.unwrap_or(if table.is_some() {
+                        5e-2
+                    } else if matches!(method, Method::Flow | Method::Diffusion) {
+                        3e-3
+                    } else {
+                        1e-2
+                    }),
                     anneal_iters: a.anneal.unwrap_or(train_iters / 2),
                     anneal_start: a.anneal_start,
                     z2,
@@ -646,6 +679,7 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
                     data: a.data.as_ref().map(|d| d.display().to_string()),
                     init_from: a.init_from.as_ref().map(|d| d.display().to_string()),
                 },
+                table,
             };
             let dir = a
                 .out
@@ -683,7 +717,12 @@ fn sample(a: SampleArgs, comm: Arc<dyn Communicator>) -> rgdiff::Result<()> {
             "rgdiff sample: {} with {}{}, {} samples{spread}, run directory {}",
             cfg.problem,
             cfg.method.name(),
-            if cfg.method == Method::Model {
+            if let (Method::Model, Some(t)) = (cfg.method, cfg.table) {
+                format!(
+                    " (lookup tables, context {}, {} colours; last step heat-bath)",
+                    t.context, t.colours
+                )
+            } else if cfg.method == Method::Model {
                 format!(
                     " ({} network, dilation {}, width {}, depth {}, kernel {}; z2 {}, last \
                      step {})",

@@ -211,6 +211,83 @@ fn model_runs_train_checkpoint_and_resume() {
     );
 }
 
+/// `--network table`: the tables and Adam's moments are checkpointed as `.npy`, a resumed
+/// run gives what the uninterrupted one gives, bit for bit, and options that apply to the
+/// networks only are refused.
+#[test]
+fn table_runs_checkpoint_and_resume_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write(tmp.path(), "ising4.toml", ISING4);
+    let f = file.to_str().unwrap();
+    let run = |name: &str, extra: &[&str], resume: bool| -> String {
+        let out = tmp.path().join(name);
+        let o = out.to_str().unwrap();
+        let mut args = if resume {
+            vec!["sample", "--resume", o]
+        } else {
+            vec!["sample", f, "--network", "table", "--out", o]
+        };
+        args.extend(["--train-iters", "6", "--samples", "400", "--json"]);
+        args.extend(extra);
+        ok(&args)
+    };
+    // Paused after 3 of 6 iterations, with a checkpoint.
+    run("a", &["--stop-after", "3"], false);
+    let dir = tmp.path().join("a");
+    let (descr, shape, _) = npy(&dir.join("checkpoint/tables.npy"));
+    assert_eq!(descr, "<f8");
+    let (_, adam_shape, _) = npy(&dir.join("checkpoint/adam.npy"));
+    assert_eq!(adam_shape, vec![2, shape[0]]);
+    let cfg: Value = read_json(&dir.join("config.json"));
+    assert_eq!(cfg["table"]["context"], 12, "{cfg}");
+    let paused = std::fs::read_to_string(dir.join("trace.csv")).unwrap();
+    assert_eq!(paused.lines().count(), 4, "{paused}");
+    let resumed: Value = serde_json::from_str(run("a", &[], true).trim()).unwrap();
+    // The resumed run continued from the checkpoint: the first rows, timings included, are kept.
+    let after = std::fs::read_to_string(dir.join("trace.csv")).unwrap();
+    assert!(
+        after.starts_with(&paused) && after.lines().count() == 7,
+        "{after}"
+    );
+    let straight: Value = serde_json::from_str(run("b", &[], false).trim()).unwrap();
+    assert_eq!(resumed["training_iterations"], 6);
+    for key in ["log_z", "energy_density", "acceptance", "free_energy_bound"] {
+        assert_eq!(resumed[key], straight[key], "{key}");
+    }
+    let trace = |d: &str| std::fs::read_to_string(tmp.path().join(d).join("trace.csv")).unwrap();
+    let cols = |t: String| -> Vec<String> {
+        // Everything but the seconds column.
+        t.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(cols(trace("a")), cols(trace("b")));
+    let o = tmp.path().join("x");
+    let o = o.to_str().unwrap();
+    for (extra, phrase) in [
+        (
+            &["--z2", "pinned"][..],
+            "--z2 pinned and --last-step model apply to the networks",
+        ),
+        (
+            &["--table-colours", "3"][..],
+            "table colours 3: expected 1, 2 or 4",
+        ),
+        (
+            &["--table-context", "24"][..],
+            "table context 24: expected at most 20 sites",
+        ),
+        (
+            &["--scheme", "autoregressive"][..],
+            "--network table follows the rg schedule",
+        ),
+    ] {
+        let mut args = vec!["sample", f, "--network", "table", "--out", o];
+        args.extend(extra);
+        fails(&args, phrase);
+    }
+}
+
 #[test]
 fn wrong_files_and_methods_are_refused_in_one_line() {
     let tmp = tempfile::tempdir().unwrap();

@@ -40,8 +40,9 @@ use super::exact::{
 };
 use super::flow::{FlowConfig, FlowModel, FlowReport, FlowStats, FlowTrain, Sampler};
 use super::observables::{analyse, analyse_chains, Estimate, Recorder, TwoPoint};
+use super::table::{TableConfig, TableModel};
 use super::theory::Theory;
-use super::variational::{IsingModel, TrainConfig, TrainStats};
+use super::variational::{IsingModel, MhResult, TrainConfig, TrainStats};
 use crate::error::{Error, Result};
 use crate::lattice::{Lattice, Shape};
 use crate::model::ModelConfig;
@@ -83,6 +84,10 @@ pub struct SampleConfig {
     /// Options of the flow and diffusion methods (phi^4).
     #[serde(default)]
     pub flow: FlowConfig,
+    /// Model method with `--network table`: lookup-table conditionals
+    /// ([`super::table`]) instead of the network of `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableConfig>,
 }
 
 fn one() -> usize {
@@ -185,6 +190,17 @@ pub fn validate(cfg: &SampleConfig) -> Result<ClassicalProblem> {
     }
     if cfg.method == Method::Model {
         Schedule::parse(&cfg.scheme, &problem.lattice)?;
+    }
+    if let (Method::Model, Some(table), Theory::Ising { beta, j, h }) =
+        (cfg.method, cfg.table, problem.theory)
+    {
+        if cfg.scheme != "rg" {
+            return Err(Error::Input(format!(
+                "--network table follows the rg schedule; --scheme {} applies to the networks",
+                cfg.scheme
+            )));
+        }
+        super::table::IsingTable::new(&problem.lattice, (beta, j, h), table)?;
     }
     if matches!(cfg.method, Method::Flow | Method::Diffusion) {
         let Theory::Phi4 { m2, lambda } = problem.theory else {
@@ -677,6 +693,92 @@ fn exact_values(lattice: &Lattice, theory: &Theory) -> BTreeMap<String, f64> {
     out
 }
 
+/// What a model run trains and samples: the network ([`IsingModel`]) or the lookup tables
+/// ([`TableModel`]).
+enum Proposer {
+    Net(Box<IsingModel>),
+    Table(Box<TableModel>),
+}
+
+impl Proposer {
+    fn iter(&self) -> usize {
+        match self {
+            Proposer::Net(m) => m.iter,
+            Proposer::Table(t) => t.iter,
+        }
+    }
+
+    fn train_step(&mut self) -> Result<TrainStats> {
+        match self {
+            Proposer::Net(m) => m.train_step(),
+            Proposer::Table(t) => t.train_step(),
+        }
+    }
+
+    fn state(&self, seconds: f64) -> State {
+        let adam_t = match self {
+            Proposer::Net(m) => m.adam.t,
+            Proposer::Table(t) => t.adam_t(),
+        };
+        State {
+            iter: self.iter(),
+            adam_t,
+            seconds,
+        }
+    }
+
+    /// Writes the parameters and the optimiser's state into the checkpoint folder `dir`.
+    fn save(&self, dir: &Path) -> Result<()> {
+        match self {
+            Proposer::Net(m) => {
+                m.model.save(&dir.join("model.safetensors"))?;
+                m.adam.save(m.model.params(), &dir.join("adam.safetensors"))
+            }
+            Proposer::Table(t) => t.save(dir),
+        }
+    }
+
+    /// Reads what [`Self::save`] wrote, at the checkpoint's `st`.
+    fn load(&mut self, dir: &Path, st: &State) -> Result<()> {
+        match self {
+            Proposer::Net(m) => {
+                m.model.load(&dir.join("model.safetensors"))?;
+                m.adam
+                    .load(m.model.params(), &dir.join("adam.safetensors"))?;
+                m.adam.t = st.adam_t;
+                m.iter = st.iter;
+                Ok(())
+            }
+            Proposer::Table(t) => t.load(dir, st.adam_t, st.iter),
+        }
+    }
+
+    fn pinned_site(&self) -> Option<usize> {
+        match self {
+            Proposer::Net(m) => m.model.pinned_site(),
+            Proposer::Table(_) => None,
+        }
+    }
+
+    fn metropolis_hastings(
+        &self,
+        lattice: &Lattice,
+        (proposals, batch, local_every): (usize, usize, usize),
+        rng: &mut impl rand::Rng,
+        progress: &mut dyn FnMut(usize),
+        stop: &AtomicBool,
+    ) -> Result<MhResult> {
+        match self {
+            Proposer::Net(m) => {
+                m.metropolis_hastings(lattice, proposals, batch, local_every, rng, progress, stop)
+            }
+            Proposer::Table(t) => {
+                t.metropolis_hastings(lattice, proposals, batch, local_every, rng, progress, stop)
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_model(
     comm: &Arc<dyn Communicator>,
@@ -696,15 +798,34 @@ fn run_model(
     let schedule = Schedule::parse(&cfg.scheme, lattice)?;
     let device = crate::run::device(&parallel::rank_device(&cfg.device, comm.as_ref()))?;
     let root = comm.rank() == 0;
-    let mut m = IsingModel::new(
-        lattice,
-        (beta, j, h),
-        schedule,
-        cfg.model.clone(),
-        &device,
-        cfg.train.clone(),
-    )?
-    .with_comm(comm.clone(), cfg.chains)?;
+    let mut m = match cfg.table {
+        Some(table) => {
+            if comm.size() > 1 {
+                return Err(Error::Input(
+                    "--network table runs in one process (its training takes seconds); \
+                     run it without mpirun"
+                        .into(),
+                ));
+            }
+            Proposer::Table(Box::new(TableModel::new(
+                lattice,
+                (beta, j, h),
+                table,
+                cfg.train.clone(),
+            )?))
+        }
+        None => Proposer::Net(Box::new(
+            IsingModel::new(
+                lattice,
+                (beta, j, h),
+                schedule,
+                cfg.model.clone(),
+                &device,
+                cfg.train.clone(),
+            )?
+            .with_comm(comm.clone(), cfg.chains)?,
+        )),
+    };
     let trace_path = dir.join("trace.csv");
     let mut seconds_before = 0.0;
     if resume {
@@ -713,11 +834,7 @@ fn run_model(
         if state_path.exists() {
             let text = fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
             let st: State = serde_json::from_str(&text).map_err(|e| io_err(&state_path, e))?;
-            m.model.load(&ck.join("model.safetensors"))?;
-            m.adam
-                .load(m.model.params(), &ck.join("adam.safetensors"))?;
-            m.adam.t = st.adam_t;
-            m.iter = st.iter;
+            m.load(&ck, &st)?;
             seconds_before = st.seconds;
         }
     }
@@ -728,7 +845,7 @@ fn run_model(
         let mut kept = String::from(TRACE_HEADER);
         for line in text.lines().skip(1) {
             let it = line.split(',').next().and_then(|v| v.parse::<usize>().ok());
-            if it.is_some_and(|i| i < m.iter) {
+            if it.is_some_and(|i| i < m.iter()) {
                 kept.push_str(line);
                 kept.push('\n');
             }
@@ -748,19 +865,13 @@ fn run_model(
         None
     };
     let t0 = Instant::now();
-    let checkpoint = |m: &IsingModel, seconds: f64| {
+    let checkpoint = |m: &Proposer, seconds: f64| {
         if !root {
             return Ok(());
         }
-        let st = State {
-            iter: m.iter,
-            adam_t: m.adam.t,
-            seconds,
-        };
+        let st = m.state(seconds);
         write_checkpoint(dir, |tmp| {
-            m.model.save(&tmp.join("model.safetensors"))?;
-            m.adam
-                .save(m.model.params(), &tmp.join("adam.safetensors"))?;
+            m.save(tmp)?;
             write_atomic(
                 &tmp.join("state.json"),
                 &serde_json::to_vec(&st).expect("state"),
@@ -768,21 +879,21 @@ fn run_model(
         })
     };
     let mut last: Option<TrainStats> = None;
-    let start = m.iter;
+    let start = m.iter();
     if comm.size() > 1 {
-        check_params(&m)?;
+        check_params(&m, comm.as_ref())?;
     }
-    while m.iter < cfg.train.iters {
+    while m.iter() < cfg.train.iters {
         if parallel::any(comm.as_ref(), stop.load(Ordering::SeqCst))
-            || stop_after.is_some_and(|k| m.iter - start >= k)
+            || stop_after.is_some_and(|k| m.iter() - start >= k)
         {
             checkpoint(&m, seconds_before + t0.elapsed().as_secs_f64())?;
-            return Ok(Outcome::Paused { iter: m.iter });
+            return Ok(Outcome::Paused { iter: m.iter() });
         }
-        parallel::test_fault(comm.as_ref(), m.iter);
+        parallel::test_fault(comm.as_ref(), m.iter());
         let s = m.train_step()?;
-        if comm.size() > 1 && m.iter.is_multiple_of(crate::vmc::driver::CHECKSUM_EVERY) {
-            check_params(&m)?;
+        if comm.size() > 1 && m.iter().is_multiple_of(crate::vmc::driver::CHECKSUM_EVERY) {
+            check_params(&m, comm.as_ref())?;
         }
         let Some(trace) = trace.as_mut() else {
             monitor.training(&s, cfg.train.iters);
@@ -807,7 +918,7 @@ fn run_model(
             .map_err(|e| io_err(&trace_path, e))?;
         monitor.training(&s, cfg.train.iters);
         last = Some(s);
-        if m.iter.is_multiple_of(cfg.checkpoint_every.max(1)) {
+        if m.iter().is_multiple_of(cfg.checkpoint_every.max(1)) {
             checkpoint(&m, seconds_before + t0.elapsed().as_secs_f64())?;
         }
     }
@@ -822,9 +933,7 @@ fn run_model(
         let mut rng = chunk_rng(cfg.seed ^ 0x5A5A_5A5A_5A5A_5A5A, usize::MAX / 2, c);
         let mh = m.metropolis_hastings(
             lattice,
-            chains.range(c).len(),
-            cfg.batch.max(1),
-            cfg.local_every,
+            (chains.range(c).len(), cfg.batch.max(1), cfg.local_every),
             &mut rng,
             &mut |k| monitor.sampling(done + k, total),
             stop,
@@ -863,7 +972,7 @@ fn run_model(
         "train longer, add local sweeps (--local-every 2), or compare with --method wolff / \
          metropolis",
     );
-    if let (Some(x0), Configs::Spins(spins)) = (m.model.pinned_site(), &mh.configs) {
+    if let (Some(x0), Configs::Spins(spins)) = (m.pinned_site(), &mh.configs) {
         let n = lattice.n_sites();
         let chain: Vec<f64> = spins.chunks(n).map(|s| alignment(s, x0)).collect();
         let warning = pinned_warning(&chain, &mh.lens, &mh.alignment, &mh.log_w, cfg.local_every);
@@ -871,7 +980,7 @@ fn run_model(
     }
     rep.free_energy_bound = last.map(|s| Estimate::new(s.free_energy, s.free_energy_error));
     rep.training_seconds = training_seconds;
-    rep.training_iterations = m.iter;
+    rep.training_iterations = m.iter();
     Ok(Outcome::Done(Box::new(rep)))
 }
 
@@ -1035,8 +1144,11 @@ pub fn pareto_warning(pareto_k: Option<f64>, s: usize, local_every: usize) -> Op
     })
 }
 
-/// Errors when the model's parameters differ between ranks.
-fn check_params(m: &IsingModel) -> Result<()> {
+/// Errors when the model's parameters differ between ranks (tables run in one process).
+fn check_params(m: &Proposer, comm: &dyn Communicator) -> Result<()> {
+    let Proposer::Net(m) = m else {
+        return Ok(());
+    };
     let mut all = Vec::new();
     for (_, p) in m.model.params() {
         all.extend(
@@ -1047,7 +1159,7 @@ fn check_params(m: &IsingModel) -> Result<()> {
         );
     }
     parallel::check_same(
-        m.comm.as_ref(),
+        comm,
         parallel::checksum_f32(&all),
         &format!("the model parameters after {} training iterations", m.iter),
     )
