@@ -531,7 +531,8 @@ fn table_model(lat: &Lattice, h: f64, iters: usize) -> TableModel {
 
 /// The table proposal is an exactly normalised distribution over all `2^16` configurations of
 /// the 4x4 square (trained or not, at `h = 0` and `h != 0`), flip-symmetric at `h = 0` (its
-/// tables are odd) and not at `h != 0`, and the `log q` a draw returns is that of its state.
+/// tables are odd) and not at `h != 0`, and the `log q` and energy a draw returns are those
+/// of its state.
 #[test]
 fn table_proposals_are_normalised_flip_symmetric_and_draws_carry_their_log_q() {
     let lat = Lattice::square(4, 4, Boundary::Periodic);
@@ -559,9 +560,13 @@ fn table_proposals_are_normalised_flip_symmetric_and_draws_carry_their_log_q() {
             assert!(asym > 1e-2, "h {h}: the proposal did not learn the field");
         }
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
-        let (s, lq_drawn) = m.table.draw_with(300, &mut rng);
-        for (a, b) in lq_drawn.iter().zip(m.table.log_q(&s)) {
+        let d = m.table.draw_with(300, &mut rng);
+        for (a, b) in d.log_q.iter().zip(m.table.log_q(&d.states)) {
             assert_eq!(*a, b, "h {h}: drawn and evaluated log q differ");
+        }
+        // The energies a draw returns (from the heat baths' neighbour sums) are E(s).
+        for (e, row) in d.energy.unwrap().iter().zip(d.states.chunks(n)) {
+            assert!((e - m.table.energy(row)).abs() < 1e-12, "h {h}: energy");
         }
     }
 }

@@ -691,7 +691,14 @@ impl IsingModel {
             &setup,
             (proposals, batch, local_every),
             rng,
-            &mut |b, rng| self.propose_with(&net, b, rng),
+            &mut |b, rng| {
+                let (states, log_q) = self.propose_with(&net, b, rng)?;
+                Ok(Drawn {
+                    states,
+                    log_q,
+                    energy: None,
+                })
+            },
             &mut |state| Ok(self.log_q_values_with(&net, state)?[0]),
             progress,
             stop,
@@ -710,8 +717,17 @@ pub struct ChainSetup<'a> {
     pub pinned: Option<usize>,
 }
 
-/// The draws of a proposal: `b` configurations (states `0` up, `1` down) with their `log q`.
-pub type Propose<'a, R> = dyn FnMut(usize, &mut R) -> Result<(Vec<u8>, Vec<f64>)> + 'a;
+/// A batch of proposals: states (`0` up, `1` down, one row of `N` per configuration), their
+/// `log q`, and their energies where the proposal has them at no cost (else the chain
+/// computes them).
+pub struct Drawn {
+    pub states: Vec<u8>,
+    pub log_q: Vec<f64>,
+    pub energy: Option<Vec<f64>>,
+}
+
+/// The draws of a proposal: `b` configurations.
+pub type Propose<'a, R> = dyn FnMut(usize, &mut R) -> Result<Drawn> + 'a;
 
 /// An independence Metropolis-Hastings chain of `proposals` proposals drawn in batches of
 /// `batch` by `propose`, with a single-spin Metropolis sweep after every `local_every`
@@ -755,10 +771,15 @@ pub fn independence_chain<R: Rng>(
             break;
         }
         let b = batch.min(proposals - log_w.len());
-        let (s, lq) = propose(b, rng)?;
+        let Drawn {
+            states,
+            log_q: lq,
+            energy,
+        } = propose(b, rng)?;
         spins.clear();
-        spins.extend(s.iter().map(|&v| 1 - 2 * v as i8));
-        let e: Vec<f64> = spins.chunks(n).map(|c| ising_energy(nb, j, h, c)).collect();
+        spins.extend(states.iter().map(|&v| 1 - 2 * v as i8));
+        let e: Vec<f64> =
+            energy.unwrap_or_else(|| spins.chunks(n).map(|c| ising_energy(nb, j, h, c)).collect());
         if let Some(x0) = pinned {
             alignment.extend(spins.chunks(n).map(|c| super::sample::alignment(c, x0)));
         }
