@@ -3,7 +3,7 @@
 # on the Ising model at beta_c and the phi^4 ensembles, then the masked diffusion on Ising.
 # Usage: benches/classical.sh [OUTDIR]   (release build; prints one table row per run;
 # BASELINES=0 skips the Markov chains, MODEL=0 the model, MASKED=0 its slow masked row,
-# DEPTH1=0 its one-hidden-layer rows)
+# DEPTH1=0 its one-hidden-layer rows, TABLE=0 the lookup-table rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/bench-classical}
@@ -75,4 +75,14 @@ if [ "${MODEL:-1}" = 1 ]; then
     LABEL="model, masked, undilated" row hamiltonians/ising_square_16.toml model \
       --train-iters 150 --samples 10000 --network masked --dilation none
   fi
+fi
+# The lookup-table conditionals (--network table: 2000 iterations of 512, a few seconds).
+if [ "${TABLE:-1}" = 1 ]; then
+  for L in 8 16 32; do
+    n=$([ "$L" = 32 ] && echo 50000 || echo 100000)
+    LABEL="table, pure MH" row hamiltonians/ising_square_$L.toml model --network table \
+      --samples "$n" --local-every 0
+    LABEL="table, local sweeps every 2" row hamiltonians/ising_square_$L.toml model \
+      --network table --samples "$n"
+  done
 fi
