@@ -1,9 +1,11 @@
 //! Hot paths of the classical Ising sampler (`rgdiff sample`) on the 16x16 square at
 //! `beta_c`: the step-causal network's host kernels (draws and `log p` of 256 configurations,
 //! level-dilated, width 8, depth 1 and 2, the `rg` schedule without its heat-bath last step,
-//! as the model chain runs them), one single-spin Metropolis sweep, and the energy every
-//! chain measures per sample. Throughput is in sites (network sites for the kernels), so the
-//! reports read as time per site. Run with `cargo bench --bench sampler`.
+//! as the model chain runs them), the lookup tables' draws and `log q` (`--network table`,
+//! 100 training iterations; every site, heat baths included), one single-spin Metropolis
+//! sweep, and the energy every chain measures per sample. Throughput is in sites (network
+//! sites for the kernels), so the reports read as time per site. Run with `cargo bench
+//! --bench sampler`.
 //!
 //! The allocator is set up as in the `rgdiff` binary (mimalloc, freed memory kept mapped).
 
@@ -12,7 +14,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rgdiff::field::ising::IsingChain;
+use rgdiff::field::table::{TableConfig, TableModel};
 use rgdiff::field::theory::{ising_energy, Neighbours};
+use rgdiff::field::variational::TrainConfig;
 use rgdiff::lattice::{Boundary, Lattice};
 use rgdiff::model::{Dilation, MaskedDiffusion, ModelConfig, Network};
 use rgdiff::rg::Schedule;
@@ -61,6 +65,27 @@ fn bench(c: &mut Criterion) {
         });
     }
     let beta_c = 0.5 * (1.0 + 2f64.sqrt()).ln();
+    let train = TrainConfig {
+        samples: 512,
+        iters: 100,
+        lr: 5e-2,
+        anneal_iters: 0,
+        ..TrainConfig::default()
+    };
+    let mut tables =
+        TableModel::new(&lat, (beta_c, 1.0, 0.0), TableConfig::default(), train).unwrap();
+    for _ in 0..100 {
+        tables.train_step().unwrap();
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+    let drawn = tables.table.draw_with(BATCH, &mut rng);
+    g.throughput(Throughput::Elements((BATCH * lat.n_sites()) as u64));
+    g.bench_function(format!("ising_16x16/table/draw_{BATCH}"), |b| {
+        b.iter(|| tables.table.draw_with(BATCH, &mut rng))
+    });
+    g.bench_function(format!("ising_16x16/table/log_q_{BATCH}"), |b| {
+        b.iter(|| tables.table.log_q(black_box(&drawn.states)))
+    });
     let nb = Neighbours::new(&lat);
     let mut chain = IsingChain::new(nb.clone(), beta_c, 1.0, 0.0);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
