@@ -224,9 +224,9 @@ struct SampleArgs {
     /// --network table: context sites of each conditional (the table has 2^C entries).
     #[arg(long, default_value_t = 12)]
     table_context: usize,
-    /// --network table: colours each rg step is split into (1, 2 or 4; sites of one colour are
-    /// drawn independently given the earlier ones, and 4 colours put them 4 times the level's
-    /// spacing apart).
+    /// --network table: colours each rg step is split into (1, 2 or 4): sites of one colour
+    /// are drawn independently given the earlier ones; 2 splits a level's cell centres by a
+    /// checkerboard of cells and its edge midpoints by orientation, 4 splits each again.
     #[arg(long, default_value_t = 2)]
     table_colours: usize,
     /// Spacing of the convolution taps: levels (2^level at a site of RG level `level`: each
