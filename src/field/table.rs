@@ -45,7 +45,9 @@ use serde::{Deserialize, Serialize};
 use super::npy;
 use super::theory::Neighbours;
 use super::variational::TrainConfig;
-use super::variational::{independence_chain, ChainSetup, Drawn, MhResult, TrainStats};
+use super::variational::{
+    free_energy, independence_chain, ChainSetup, Drawn, MhResult, TrainStats,
+};
 use crate::error::{Error, Result};
 use crate::lattice::{Boundary, Lattice};
 use crate::parallel::chunk_rng;
@@ -755,28 +757,13 @@ impl TableModel {
             .zip(&d.log_q)
             .map(|(e, lq)| beta_t * e + lq)
             .collect();
-        let fs = crate::stats::independent(&f);
-        if !fs.mean.is_finite() {
-            return Err(Error::Diverged(format!(
-                "the free energy is not finite at training iteration {t}"
-            )));
-        }
+        let fs = free_energy(t, &f)?;
         let grad = self.table.gradient(&d, &f, fs.mean);
         let lr = self.cfg.lr_at(t);
         self.adam.step(&mut self.table.theta, &grad, lr);
         self.table.refresh();
         self.iter += 1;
-        let log_w: Vec<f64> = f.iter().map(|v| -v).collect();
-        Ok(TrainStats {
-            iter: t,
-            free_energy: fs.mean,
-            free_energy_error: fs.error,
-            beta: beta_t,
-            entropy: -d.log_q.iter().sum::<f64>() / b as f64,
-            ess: crate::stats::ess_fraction(&log_w),
-            lr,
-            seconds: t0.elapsed().as_secs_f64(),
-        })
+        Ok(TrainStats::of_batch(t, (&f, &d.log_q), beta_t, lr, t0))
     }
 
     /// Runs an independence Metropolis-Hastings chain of table proposals

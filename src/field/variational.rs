@@ -275,6 +275,43 @@ pub struct TrainStats {
     pub seconds: f64,
 }
 
+/// `mean(f)` of a training batch, `f = beta_t E + log q`, with its standard error; an error
+/// when it is not finite (the training diverged).
+pub(crate) fn free_energy(t: usize, f: &[f64]) -> Result<crate::stats::Stats> {
+    let fs = crate::stats::independent(f);
+    if !fs.mean.is_finite() {
+        return Err(Error::Diverged(format!(
+            "the free energy is not finite at training iteration {t}"
+        )));
+    }
+    Ok(fs)
+}
+
+impl TrainStats {
+    /// The numbers of training iteration `iter` from its samples' `f = beta_t E + log q`
+    /// and `log q`, at `beta_t` and learning rate `lr`, started at `t0`.
+    pub(crate) fn of_batch(
+        iter: usize,
+        (f, lq): (&[f64], &[f64]),
+        beta_t: f64,
+        lr: f64,
+        t0: Instant,
+    ) -> TrainStats {
+        let fs = crate::stats::independent(f);
+        let log_w: Vec<f64> = f.iter().map(|v| -v).collect();
+        TrainStats {
+            iter,
+            free_energy: fs.mean,
+            free_energy_error: fs.error,
+            beta: beta_t,
+            entropy: -lq.iter().sum::<f64>() / lq.len() as f64,
+            ess: crate::stats::ess_fraction(&log_w),
+            lr,
+            seconds: t0.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// Trains and samples the masked diffusion for one Ising model.
 pub struct IsingModel {
     pub model: MaskedDiffusion,
@@ -627,12 +664,7 @@ impl IsingModel {
         let all = parallel::gather_chunks(comm.as_ref(), local);
         let f: Vec<f64> = all.chunks_exact(2).map(|v| v[0]).collect();
         let lq: Vec<f64> = all.chunks_exact(2).map(|v| v[1]).collect();
-        let fs = crate::stats::independent(&f);
-        if !fs.mean.is_finite() {
-            return Err(Error::Diverged(format!(
-                "the free energy is not finite at training iteration {t}"
-            )));
-        }
+        let fs = free_energy(t, &f)?;
         let mut grads = Vec::with_capacity(mine.len());
         for (c, lq_t) in mine {
             let cw: Vec<f32> = f[chunks.range(c)]
@@ -647,17 +679,7 @@ impl IsingModel {
         let lr = self.cfg.lr_at(t);
         self.adam.step(self.model.params(), &grads, lr)?;
         self.iter += 1;
-        let log_w: Vec<f64> = f.iter().map(|v| -v).collect();
-        Ok(TrainStats {
-            iter: t,
-            free_energy: fs.mean,
-            free_energy_error: fs.error,
-            beta: beta_t,
-            entropy: -lq.iter().sum::<f64>() / b as f64,
-            ess: crate::stats::ess_fraction(&log_w),
-            lr,
-            seconds: t0.elapsed().as_secs_f64(),
-        })
+        Ok(TrainStats::of_batch(t, (&f, &lq), beta_t, lr, t0))
     }
 
     /// Runs an independence MH chain of `proposals` model proposals drawn in batches of
