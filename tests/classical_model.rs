@@ -115,6 +115,13 @@ fn chain(m: &IsingModel, lat: &Lattice, local_every: usize, seed: u64) -> MhResu
     .unwrap()
 }
 
+/// All `2^n` configurations of `n` sites as rows of states (bit `i` of `c` is site `i`).
+fn all_configurations(n: usize) -> Vec<u8> {
+    (0..1usize << n)
+        .flat_map(|c| (0..n).map(move |i| ((c >> i) & 1) as u8))
+        .collect()
+}
+
 #[track_caller]
 fn within(e: Estimate, want: f64, what: &str) {
     assert!(
@@ -250,9 +257,7 @@ fn training_lowers_the_free_energy_and_log_z_is_exact() {
     let lat = Lattice::square(4, 4, Boundary::Periodic);
     let n = lat.n_sites();
     let ex = ising_enumerate(&lat, BETA_C, 1.0, 0.0);
-    let all: Vec<u8> = (0..1usize << n)
-        .flat_map(|c| (0..n).map(move |i| ((c >> i) & 1) as u8))
-        .collect();
+    let all = all_configurations(n);
     let beta_e: Vec<f64> = all
         .chunks(n)
         .map(|c| {
@@ -337,9 +342,7 @@ fn training_lowers_the_free_energy_and_log_z_is_exact() {
 fn every_z2_proposal_is_normalised_and_its_draws_carry_their_log_q() {
     let lat = Lattice::square(4, 4, Boundary::Periodic);
     let n = lat.n_sites();
-    let all: Vec<u8> = (0..1usize << n)
-        .flat_map(|c| (0..n).map(move |i| ((c >> i) & 1) as u8))
-        .collect();
+    let all = all_configurations(n);
     for (z2, last) in [Z2::None, Z2::Mixture, Z2::Pinned]
         .into_iter()
         .flat_map(|z| [(z, LastStep::Model), (z, LastStep::HeatBath)])
@@ -537,9 +540,7 @@ fn table_model(lat: &Lattice, h: f64, iters: usize) -> TableModel {
 fn table_proposals_are_normalised_flip_symmetric_and_draws_carry_their_log_q() {
     let lat = Lattice::square(4, 4, Boundary::Periodic);
     let n = lat.n_sites();
-    let all: Vec<u8> = (0..1usize << n)
-        .flat_map(|c| (0..n).map(move |i| ((c >> i) & 1) as u8))
-        .collect();
+    let all = all_configurations(n);
     let flipped: Vec<u8> = all.iter().map(|v| v ^ 1).collect();
     for (h, iters) in [(0.0, 0), (0.0, 30), (0.3, 30)] {
         let m = table_model(&lat, h, iters);

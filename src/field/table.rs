@@ -181,14 +181,6 @@ impl Tying {
     ) -> Tying {
         let total: usize = tables.iter().map(|&(_, bits)| 1usize << bits).sum();
         let mut uf = SignedUnion::new(total);
-        let wrap = |d: i64, len: usize| {
-            let l = len as i64;
-            if periodic {
-                (d + l / 2).rem_euclid(l) - l / 2
-            } else {
-                d
-            }
-        };
         let maps: [PointMap; 7] = [
             |x, y| (-y, x),
             |x, y| (-x, -y),
@@ -205,7 +197,7 @@ impl Tying {
                     .iter()
                     .map(|&(dx, dy)| {
                         let (a, b) = g(dx, dy);
-                        (wrap(a, lx), wrap(b, ly))
+                        (wrap(a, lx, periodic), wrap(b, ly, periodic))
                     })
                     .collect();
                 let moved = image.clone();
@@ -266,6 +258,17 @@ impl Tying {
                 0.0
             };
         }
+    }
+}
+
+/// The offset `d` along a direction of length `len`, wrapped into `[-len/2, len/2)` when
+/// periodic.
+fn wrap(d: i64, len: usize, periodic: bool) -> i64 {
+    let l = len as i64;
+    if periodic {
+        (d + l / 2).rem_euclid(l) - l / 2
+    } else {
+        d
     }
 }
 
@@ -404,15 +407,6 @@ impl IsingTable {
         }
         let [lx, ly] = lattice.extent();
         let periodic = lattice.boundary() == Boundary::Periodic;
-        let disp = |a: usize, b: usize, len: usize| -> i64 {
-            let d = b as i64 - a as i64;
-            if periodic {
-                let l = len as i64;
-                (d + l / 2).rem_euclid(l) - l / 2
-            } else {
-                d
-            }
-        };
         let sub_steps = split_steps(lattice, schedule.steps(), cfg.colours);
         let mut step_of = vec![usize::MAX; n];
         for (k, step) in sub_steps.iter().enumerate() {
@@ -432,7 +426,10 @@ impl IsingTable {
                     .filter(|&y| step_of[y] < k)
                     .map(|y| {
                         let (x1, y1) = lattice.coords(y);
-                        let (dx, dy) = (disp(x0, x1, lx), disp(y0, y1, ly));
+                        let (dx, dy) = (
+                            wrap(x1 as i64 - x0 as i64, lx, periodic),
+                            wrap(y1 as i64 - y0 as i64, ly, periodic),
+                        );
                         (dx * dx + dy * dy, dy, dx, y)
                     })
                     .collect();
@@ -842,7 +839,7 @@ mod tests {
     /// Smallest squared periodic distance between two sites of `sites` on an
     /// `l x l` square.
     fn min_distance2(lattice: &Lattice, sites: &[usize], l: i64) -> i64 {
-        let d = |a: usize, b: usize| (b as i64 - a as i64 + l / 2).rem_euclid(l) - l / 2;
+        let d = |a: usize, b: usize| wrap(b as i64 - a as i64, l as usize, true);
         let mut best = i64::MAX;
         for (k, &a) in sites.iter().enumerate() {
             for &b in &sites[k + 1..] {
