@@ -161,7 +161,7 @@ pub fn run_chain(
                     update(&mut c, &mut rng);
                 }
                 acc_series.push(c.acceptance());
-                rec.record(&c.spins, c.energy());
+                rec.record_spins(&c.spins, c.energy());
                 spins.extend_from_slice(&c.spins);
                 progress(k + 1);
             }

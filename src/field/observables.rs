@@ -85,7 +85,11 @@ pub struct Recorder {
     /// `(1/V) sum_x phi_x dS/dphi_x` (phi^4 only).
     pub schwinger_dyson: Vec<f64>,
     corr: Vec<f64>,
+    /// Scratch: the row sums `P_x` (over `y`), their integer copy for spins, and the line
+    /// sums over `x` at each `y`.
     rows: Vec<f64>,
+    int_rows: Vec<i32>,
+    lines: Vec<f64>,
     cos_x: Vec<f64>,
     sin_x: Vec<f64>,
     cos_y: Vec<f64>,
@@ -115,6 +119,8 @@ impl Recorder {
             schwinger_dyson: Vec::new(),
             corr: Vec::new(),
             rows: vec![0.0; lx],
+            int_rows: vec![0; lx],
+            lines: vec![0.0; ly],
             cos_x,
             sin_x,
             cos_y,
@@ -176,9 +182,8 @@ impl Recorder {
     /// Records one configuration `phi` (row-major, site `x + L_x y`) with its energy.
     pub fn record<T: Copy + Into<f64>>(&mut self, phi: &[T], energy: f64) {
         let (lx, ly) = (self.lx, self.ly);
-        let n = (lx * ly) as f64;
         self.rows.fill(0.0);
-        let (mut cy, mut sy) = (0.0, 0.0);
+        self.lines.fill(0.0);
         for y in 0..ly {
             let mut line = 0.0;
             for x in 0..lx {
@@ -186,18 +191,7 @@ impl Recorder {
                 self.rows[x] += v;
                 line += v;
             }
-            cy += self.cos_y[y] * line;
-            sy += self.sin_y[y] * line;
-        }
-        let m: f64 = self.rows.iter().sum();
-        let (mut cx, mut sx) = (0.0, 0.0);
-        for x in 0..lx {
-            cx += self.cos_x[x] * self.rows[x];
-            sx += self.sin_x[x] * self.rows[x];
-        }
-        let mut f = (cx * cx + sx * sx) / n;
-        if self.square {
-            f = 0.5 * (f + (cy * cy + sy * sy) / n);
+            self.lines[y] = line;
         }
         for r in 0..lx {
             // sum_x rows[x] rows[(x + r) mod lx], without the division of `mod`.
@@ -208,7 +202,61 @@ impl Recorder {
                 .chain(self.rows[lx - r..].iter().zip(head))
                 .map(|(a, b)| a * b)
                 .sum();
-            self.corr.push(c / n);
+            self.corr.push(c / (lx * ly) as f64);
+        }
+        self.finish(energy);
+    }
+
+    /// [`Self::record`] for spins `+-1`, with the same results bit for bit: the row sums
+    /// and their products are integers, summed exactly in `i32` (vectorised) instead of
+    /// in `f64` chains of dependent additions (a fifth of a table proposal's cost at
+    /// L = 16 before).
+    pub fn record_spins(&mut self, spins: &[i8], energy: f64) {
+        let (lx, ly) = (self.lx, self.ly);
+        self.int_rows.fill(0);
+        for (y, line) in spins.chunks_exact(lx).take(ly).enumerate() {
+            let mut sum = 0i32;
+            for (p, &v) in self.int_rows.iter_mut().zip(line) {
+                *p += i32::from(v);
+                sum += i32::from(v);
+            }
+            self.lines[y] = f64::from(sum);
+        }
+        for (r, &p) in self.rows.iter_mut().zip(&self.int_rows) {
+            *r = f64::from(p);
+        }
+        let p = &self.int_rows;
+        for r in 0..lx {
+            let (head, tail) = p.split_at(r);
+            let c: i64 = p[..lx - r]
+                .iter()
+                .zip(tail)
+                .chain(p[lx - r..].iter().zip(head))
+                .map(|(a, b)| i64::from(a * b))
+                .sum();
+            self.corr.push(c as f64 / (lx * ly) as f64);
+        }
+        self.finish(energy);
+    }
+
+    /// `M`, `F` and the energy of the configuration whose row sums (`rows`, over `y` at
+    /// each `x`) and line sums (`lines`, over `x` at each `y`) were just written.
+    fn finish(&mut self, energy: f64) {
+        let n = (self.lx * self.ly) as f64;
+        let (mut cy, mut sy) = (0.0, 0.0);
+        for ((&l, c), s) in self.lines.iter().zip(&self.cos_y).zip(&self.sin_y) {
+            cy += c * l;
+            sy += s * l;
+        }
+        let m: f64 = self.rows.iter().sum();
+        let (mut cx, mut sx) = (0.0, 0.0);
+        for ((&p, c), s) in self.rows.iter().zip(&self.cos_x).zip(&self.sin_x) {
+            cx += c * p;
+            sx += s * p;
+        }
+        let mut f = (cx * cx + sx * sx) / n;
+        if self.square {
+            f = 0.5 * (f + (cy * cy + sy * sy) / n);
         }
         self.m.push(m);
         self.energy.push(energy);
@@ -315,5 +363,27 @@ mod tests {
         let spins: Vec<i8> = vec![1; 16];
         rec.record(&spins, -32.0);
         assert_eq!(rec.m[1], 16.0);
+    }
+
+    /// The integer path for spins records what the generic one does, bit for bit.
+    #[test]
+    fn spins_recorded_as_fields() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+        for lat in [
+            Lattice::square(6, 6, Boundary::Periodic),
+            Lattice::square(8, 4, Boundary::Open),
+            Lattice::chain(10, Boundary::Periodic),
+        ] {
+            let (mut a, mut b) = (Recorder::new(&lat), Recorder::new(&lat));
+            for _ in 0..20 {
+                let s: Vec<i8> = (0..lat.n_sites())
+                    .map(|_| if rng.random::<bool>() { 1 } else { -1 })
+                    .collect();
+                a.record(&s, 1.5);
+                b.record_spins(&s, 1.5);
+            }
+            assert_eq!(a.pack(), b.pack());
+        }
     }
 }

@@ -142,13 +142,12 @@ pub struct IsingTable {
     heat_nb: Vec<u32>,
     /// The logits `theta`, all tables one after the other.
     pub theta: Vec<f64>,
-    /// `q(up)` of every entry (from `theta`), apart from the logarithms: the draw of a site
-    /// whose context holds the sites just drawn waits on this load, while the logarithms only
-    /// feed the sum `log q`, so the array on that critical path is kept dense (8 bytes an
-    /// entry instead of 24).
+    /// `q(up)` of every entry (from `theta`), for the gradient.
     p_up: Vec<f64>,
-    /// `[log q(up), log q(down)]` of every entry.
-    logs: Vec<[f64; 2]>,
+    /// What a draw reads of every entry: its threshold and logarithms, in one 32-byte slot
+    /// so that a site costs one cache line (2,000 iterations at L = 16 hold 29,023 entries,
+    /// 0.9 MB, in L2).
+    cond: Vec<Entry>,
     /// `q(up)` and the logarithms of the heat-bath sites, by neighbour sum `sigma + z`.
     heat: Vec<Entry>,
     z: i32,
@@ -329,10 +328,12 @@ impl SignedUnion {
     }
 }
 
-/// `q(up)` and `[log q(up), log q(down)]` (indexed by the state) of one conditional.
+/// One conditional as a draw reads it: the threshold of `q(up)` ([`up_threshold`]) and
+/// `[log q(up), log q(down)]` (indexed by the state).
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(align(32))]
 struct Entry {
-    p_up: f64,
+    thr: u64,
     log: [f64; 2],
 }
 
@@ -340,10 +341,45 @@ impl Entry {
     /// The conditional `q(up) = sigmoid(a)`.
     fn of_logit(a: f64) -> Entry {
         Entry {
-            p_up: 1.0 / (1.0 + (-a).exp()),
+            thr: up_threshold(sigmoid(a)),
             log: [-softplus(-a), -softplus(a)],
         }
     }
+
+    /// Draws a state, `0` up or `1` down, from 53 random bits: `u >= q(up)` for the uniform
+    /// `u = (bits >> 11) 2^-53` of `rng.random::<f64>()`.
+    #[inline]
+    fn draw(&self, bits: u64) -> u8 {
+        u8::from(bits >> 11 >= self.thr)
+    }
+}
+
+/// `1 / (1 + e^-a)`.
+fn sigmoid(a: f64) -> f64 {
+    1.0 / (1.0 + (-a).exp())
+}
+
+/// `sum_i row[ctx_i] 2^i`, the entry of a context of `K` sites (`K` known at compile time
+/// so that the loop unrolls: a fifth faster draw at `K = 12` than the loop over a slice).
+///
+/// # Safety
+/// Every `ctx_i < row.len()`.
+#[inline(always)]
+unsafe fn gather<const K: usize>(ctx: &[u32; K], row: &[u8]) -> usize {
+    let mut c = 0usize;
+    for (i, &y) in ctx.iter().enumerate() {
+        debug_assert!((y as usize) < row.len());
+        // SAFETY: the caller's contract.
+        c |= (unsafe { *row.get_unchecked(y as usize) } as usize) << i;
+    }
+    c
+}
+
+/// `ceil(p 2^53)`: with `u = k 2^-53` the uniform of `rng.random::<f64>()` (`k` the top 53
+/// bits of a `u64`), `u >= p` exactly when `k >= ceil(p 2^53)` (`p 2^53` is exact in `f64`),
+/// so a draw compares integers and makes the same choice as the floating-point test.
+fn up_threshold(p: f64) -> u64 {
+    (p * (1u64 << 53) as f64).ceil() as u64
 }
 
 /// `log(1 + e^z)` without overflow.
@@ -463,6 +499,8 @@ impl IsingTable {
             heat_nb.extend_from_slice(nbs);
         }
         let tying = Tying::new(&tables, &keys, (lx, ly, periodic), h == 0.0);
+        // `entry` reads the states of the context sites unchecked.
+        assert!(ctx.iter().all(|&y| (y as usize) < n));
         let mut t = IsingTable {
             n,
             j,
@@ -474,7 +512,7 @@ impl IsingTable {
             heat_nb,
             theta: vec![0.0; total],
             p_up: Vec::new(),
-            logs: Vec::new(),
+            cond: Vec::new(),
             heat: Vec::new(),
             z: 0,
             tying,
@@ -501,19 +539,26 @@ impl IsingTable {
 
     /// Recomputes the probabilities from `theta`.
     fn refresh(&mut self) {
-        let entries: Vec<Entry> = self.theta.iter().map(|&t| Entry::of_logit(t)).collect();
-        self.p_up = entries.iter().map(|e| e.p_up).collect();
-        self.logs = entries.iter().map(|e| e.log).collect();
+        self.p_up = self.theta.iter().map(|&t| sigmoid(t)).collect();
+        self.cond = self.theta.iter().map(|&t| Entry::of_logit(t)).collect();
     }
 
     /// The entry site `p` reads in configuration `row`.
     #[inline]
     fn entry(&self, p: &SitePlan, row: &[u8]) -> usize {
         let ctx = &self.ctx[p.start as usize..(p.start + p.len) as usize];
-        let mut c = 0usize;
-        for (i, &y) in ctx.iter().enumerate() {
-            c |= (row[y as usize] as usize) << i;
+        assert_eq!(row.len(), self.n);
+        // SAFETY: every context site is a lattice site, `y < n` (asserted in `new`), and
+        // `row` holds `n` states (asserted above).
+        macro_rules! unrolled {
+            ($($k:literal)*) => {
+                match ctx.len() {
+                    $($k => unsafe { gather::<$k>(ctx.try_into().unwrap(), row) },)*
+                    _ => unreachable!("contexts hold at most 20 sites"),
+                }
+            };
         }
+        let c = unrolled!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20);
         p.base as usize + c
     }
 
@@ -535,16 +580,17 @@ impl IsingTable {
         for (p, slot) in self.plan.iter().zip(entries.iter_mut()) {
             let e = self.entry(p, row);
             *slot = e as u32;
-            let s = u8::from(rng.random::<f64>() >= self.p_up[e]);
+            let q = &self.cond[e];
+            let s = q.draw(rng.next_u64());
             row[p.x as usize] = s;
             down += u32::from(s);
-            lq += self.logs[e][s as usize];
+            lq += q.log[s as usize];
         }
         let mut bond = 0i32;
         for &(x, start, deg) in &self.heat_plan {
             let k = self.heat_index(row, start, deg);
             let q = &heat[k];
-            let s = u8::from(rng.random::<f64>() >= q.p_up);
+            let s = q.draw(rng.next_u64());
             row[x as usize] = s;
             down += u32::from(s);
             lq += q.log[s as usize];
@@ -566,7 +612,7 @@ impl IsingTable {
         for (p, slot) in self.plan.iter().zip(entries.iter_mut()) {
             let e = self.entry(p, row);
             *slot = e as u32;
-            lq += self.logs[e][row[p.x as usize] as usize];
+            lq += self.cond[e].log[row[p.x as usize] as usize];
         }
         for &(x, start, deg) in &self.heat_plan {
             lq += heat[self.heat_index(row, start, deg)].log[row[x as usize] as usize];

@@ -827,7 +827,7 @@ pub fn independence_chain<R: Rng>(
                 }
                 cur_lw = -beta * cur_e - log_q(&state_u8)?;
             }
-            rec.record(&cur, cur_e);
+            rec.record_spins(&cur, cur_e);
             chain.extend_from_slice(&cur);
         }
         progress(log_w.len());
