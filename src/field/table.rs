@@ -117,6 +117,15 @@ pub fn split_steps(lattice: &Lattice, steps: &[Vec<usize>], colours: usize) -> V
     out
 }
 
+/// One site of the last step, drawn by its heat bath: its `deg` neighbours, padded to 4
+/// with site 0 (masked off when counted).
+#[derive(Clone, Copy, Debug)]
+struct HeatSite {
+    x: u32,
+    deg: u32,
+    nbs: [u32; 4],
+}
+
 /// One modelled site, in draw order.
 #[derive(Clone, Copy, Debug)]
 struct SitePlan {
@@ -136,10 +145,8 @@ pub struct IsingTable {
     nb: Neighbours,
     plan: Vec<SitePlan>,
     ctx: Vec<u32>,
-    /// The sites of the last step, drawn by their heat bath: `(x, start, degree)` with
-    /// their neighbours at `heat_nb[start .. start + degree]`.
-    heat_plan: Vec<(u32, u32, u32)>,
-    heat_nb: Vec<u32>,
+    /// The sites of the last step, drawn by their heat bath.
+    heat_plan: Vec<HeatSite>,
     /// The logits `theta`, all tables one after the other.
     pub theta: Vec<f64>,
     /// `q(up)` of every entry (from `theta`), for the gradient.
@@ -491,16 +498,30 @@ impl IsingTable {
         let bipartite = nb
             .bonds()
             .all(|(a, b)| last.contains(&a) != last.contains(&b));
-        let mut heat_plan = Vec::with_capacity(heat_bath.len());
-        let mut heat_nb = Vec::new();
-        for &x in &heat_bath {
-            let nbs = nb.of(x);
-            heat_plan.push((x as u32, heat_nb.len() as u32, nbs.len() as u32));
-            heat_nb.extend_from_slice(nbs);
-        }
+        let heat_plan: Vec<HeatSite> = heat_bath
+            .iter()
+            .map(|&x| {
+                let nbs = nb.of(x);
+                assert!(
+                    nbs.len() <= 4,
+                    "chains and squares have at most 4 neighbours"
+                );
+                let mut padded = [0; 4];
+                padded[..nbs.len()].copy_from_slice(nbs);
+                HeatSite {
+                    x: x as u32,
+                    deg: nbs.len() as u32,
+                    nbs: padded,
+                }
+            })
+            .collect();
         let tying = Tying::new(&tables, &keys, (lx, ly, periodic), h == 0.0);
-        // `entry` reads the states of the context sites unchecked.
+        // `states_of` and `heat_index` read the states of context sites and neighbours
+        // unchecked.
         assert!(ctx.iter().all(|&y| (y as usize) < n));
+        assert!(heat_plan
+            .iter()
+            .all(|h| h.nbs.iter().all(|&y| (y as usize) < n)));
         let mut t = IsingTable {
             n,
             j,
@@ -509,7 +530,6 @@ impl IsingTable {
             plan,
             ctx,
             heat_plan,
-            heat_nb,
             theta: vec![0.0; total],
             p_up: Vec::new(),
             cond: Vec::new(),
@@ -546,28 +566,34 @@ impl IsingTable {
     /// The entry site `p` reads in configuration `row`.
     #[inline]
     fn entry(&self, p: &SitePlan, row: &[u8]) -> usize {
-        let ctx = &self.ctx[p.start as usize..(p.start + p.len) as usize];
+        p.base as usize
+            + self.states_of(&self.ctx[p.start as usize..(p.start + p.len) as usize], row)
+    }
+
+    /// `sum_i row[sites_i] 2^i` for context sites (at most 20), by [`gather`] unrolled
+    /// for their number.
+    #[inline(always)]
+    fn states_of(&self, sites: &[u32], row: &[u8]) -> usize {
         assert_eq!(row.len(), self.n);
-        // SAFETY: every context site is a lattice site, `y < n` (asserted in `new`), and
-        // `row` holds `n` states (asserted above).
+        // SAFETY: context sites are lattice sites, `y < n` (asserted in `new`), and `row`
+        // holds `n` states (asserted above).
         macro_rules! unrolled {
             ($($k:literal)*) => {
-                match ctx.len() {
-                    $($k => unsafe { gather::<$k>(ctx.try_into().unwrap(), row) },)*
+                match sites.len() {
+                    $($k => unsafe { gather::<$k>(sites.try_into().unwrap(), row) },)*
                     _ => unreachable!("contexts hold at most 20 sites"),
                 }
             };
         }
-        let c = unrolled!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20);
-        p.base as usize + c
+        unrolled!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20)
     }
 
     /// Draws one configuration into `row` from `rng`, with the heat baths `heat`; writes
-    /// the entry each modelled site read and returns `(log q, E)`. On a bipartite lattice
-    /// whose last step is one side (every bond joins a heat-bath site to a modelled one) the
-    /// energy comes from the heat baths' neighbour sums, `E = -J sum_{x last} s_x sigma_x -
-    /// h M`, without a pass over the bonds.
-    fn draw_row(
+    /// the entry each modelled site read (with `ENTRIES`, for the gradient) and returns
+    /// `(log q, E)`. On a bipartite lattice whose last step is one side (every bond joins a
+    /// heat-bath site to a modelled one) the energy comes from the heat baths' neighbour
+    /// sums, `E = -J sum_{x last} s_x sigma_x - h M`, without a pass over the bonds.
+    fn draw_row<const ENTRIES: bool>(
         &self,
         row: &mut [u8],
         entries: &mut [u32],
@@ -577,9 +603,11 @@ impl IsingTable {
         let mut lq = 0.0;
         let mut down = 0u32;
         // The plan is in draw order: a site's context was drawn before it.
-        for (p, slot) in self.plan.iter().zip(entries.iter_mut()) {
+        for (i, p) in self.plan.iter().enumerate() {
             let e = self.entry(p, row);
-            *slot = e as u32;
+            if ENTRIES {
+                entries[i] = e as u32;
+            }
             let q = &self.cond[e];
             let s = q.draw(rng.next_u64());
             row[p.x as usize] = s;
@@ -587,11 +615,11 @@ impl IsingTable {
             lq += q.log[s as usize];
         }
         let mut bond = 0i32;
-        for &(x, start, deg) in &self.heat_plan {
-            let k = self.heat_index(row, start, deg);
+        for site in &self.heat_plan {
+            let k = self.heat_index(row, site);
             let q = &heat[k];
             let s = q.draw(rng.next_u64());
-            row[x as usize] = s;
+            row[site.x as usize] = s;
             down += u32::from(s);
             lq += q.log[s as usize];
             // s_x sigma_x, sigma_x = k - z.
@@ -614,19 +642,21 @@ impl IsingTable {
             *slot = e as u32;
             lq += self.cond[e].log[row[p.x as usize] as usize];
         }
-        for &(x, start, deg) in &self.heat_plan {
-            lq += heat[self.heat_index(row, start, deg)].log[row[x as usize] as usize];
+        for site in &self.heat_plan {
+            lq += heat[self.heat_index(row, site)].log[row[site.x as usize] as usize];
         }
         lq
     }
 
-    /// The heat-bath entry of a site with neighbours `heat_nb[start .. start + deg]`:
-    /// `sigma + z`, `sigma = sum_y s_y = deg - 2 #{down}`.
-    #[inline]
-    fn heat_index(&self, row: &[u8], start: u32, deg: u32) -> usize {
-        let nbs = &self.heat_nb[start as usize..(start + deg) as usize];
-        let down: u32 = nbs.iter().map(|&y| u32::from(row[y as usize])).sum();
-        (deg as i32 - 2 * down as i32 + self.z) as usize
+    /// The heat-bath entry of a site: `sigma + z`, `sigma = sum_y s_y = deg - 2 #{down}`
+    /// over its `deg` neighbours (the padding's states gathered, then masked off).
+    #[inline(always)]
+    fn heat_index(&self, row: &[u8], site: &HeatSite) -> usize {
+        assert_eq!(row.len(), self.n);
+        // SAFETY: neighbours and padding are lattice sites, `y < n` (asserted in `new`),
+        // and `row` holds `n` states (asserted above).
+        let bits = unsafe { gather::<4>(&site.nbs, row) } & ((1 << site.deg) - 1);
+        (site.deg as i32 - 2 * bits.count_ones() as i32 + self.z) as usize
     }
 
     /// `E(s)` of a row of states.
@@ -644,10 +674,9 @@ impl IsingTable {
     /// their `log q` and energies.
     pub fn draw_with(&self, b: usize, rng: &mut impl Rng) -> Drawn {
         let mut states = vec![0u8; b * self.n];
-        let mut ent = vec![0u32; self.plan.len()];
         let (log_q, energy) = states
             .chunks_mut(self.n)
-            .map(|row| self.draw_row(row, &mut ent, &self.heat, rng))
+            .map(|row| self.draw_row::<false>(row, &mut [], &self.heat, rng))
             .unzip();
         Drawn {
             states,
@@ -674,7 +703,7 @@ impl IsingTable {
             .for_each(|(c, ((s, e), o))| {
                 let mut rng = chunk_rng(seed, iter, c);
                 for ((row, ent), o) in s.chunks_mut(n).zip(e.chunks_mut(m)).zip(o.iter_mut()) {
-                    *o = self.draw_row(row, ent, &heat, &mut rng);
+                    *o = self.draw_row::<true>(row, ent, &heat, &mut rng);
                 }
             });
         let (log_q, energy) = out.into_iter().unzip();
