@@ -175,10 +175,9 @@ fn chain_is_exact(mh: &MhResult, beta: f64) -> f64 {
     // Chi-square of the (bond sum, M) classes on the chain thinned to nearly independent states.
     let tau = a.tau_int.mean.max(a.tau_int_energy.mean);
     let step = (3.0 * tau).ceil() as usize;
-    let n = lat.n_sites();
     let mut counts = vec![0usize; ex.histogram.len()];
     let mut total = 0usize;
-    for s in mh.spins.chunks(n).step_by(step) {
+    for s in mh.spins.rows().step_by(step) {
         let b: i64 = lat.bonds().iter().map(|&(i, j)| (s[i] * s[j]) as i64).sum();
         let mm: i64 = s.iter().map(|&v| v as i64).sum();
         let k = ex
@@ -486,13 +485,12 @@ fn heat_bath_weights_do_not_depend_on_the_heat_bath_spins() {
 #[test]
 fn a_pinned_proposal_that_drops_the_minority_sector_is_flagged() {
     let lat = Lattice::square(8, 8, Boundary::Periodic);
-    let n = lat.n_sites();
     let trained = |z2: Z2, depth: usize, iters: usize| {
         let m = trained_causal(&lat, Dilation::Levels, z2, depth, iters);
         (chain(&m, &lat, 2, 31), m.model.pinned_site())
     };
     let check = |mh: &MhResult, x0: usize| {
-        let own: Vec<f64> = mh.spins.chunks(n).map(|s| alignment(s, x0)).collect();
+        let own: Vec<f64> = mh.spins.rows().map(|s| alignment(&s, x0)).collect();
         pinned_warning(&own, &[own.len()], &mh.alignment, &mh.log_w, 2)
     };
     let (poor, x0) = trained(Z2::Pinned, 1, 40);

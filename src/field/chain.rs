@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::ising::IsingChain;
 use super::observables::{Estimate, Recorder};
 use super::phi4::{Phi4Chain, Phi4Update};
+use super::spins::SpinRows;
 use super::theory::{Neighbours, Theory};
 use crate::error::{Error, Result};
 use crate::lattice::Lattice;
@@ -98,7 +99,7 @@ pub struct ChainConfig {
 
 /// The stored configurations.
 pub enum Configs {
-    Spins(Vec<i8>),
+    Spins(SpinRows),
     Field(Vec<f64>),
 }
 
@@ -149,7 +150,7 @@ pub fn run_chain(
             for _ in 0..cfg.thermalise {
                 update(&mut c, &mut rng);
             }
-            let mut spins = Vec::with_capacity(cfg.samples * n);
+            let mut spins = SpinRows::with_capacity(n, cfg.samples);
             let t0 = Instant::now();
             for k in 0..cfg.samples {
                 if stop.load(Ordering::SeqCst) {
@@ -162,7 +163,7 @@ pub fn run_chain(
                 }
                 acc_series.push(c.acceptance());
                 rec.record_spins(&c.spins, c.energy());
-                spins.extend_from_slice(&c.spins);
+                spins.push(&c.spins);
                 progress(k + 1);
             }
             Ok(ChainResult {

@@ -16,5 +16,6 @@ pub use chain::{run_chain, ChainConfig, ChainResult, Configs, Method};
 pub use observables::{analyse, analyse_chains, Analysis, Estimate, Recorder};
 pub mod npy;
 pub mod sample;
+pub mod spins;
 pub mod table;
 pub mod variational;

@@ -40,6 +40,7 @@ use super::exact::{
 };
 use super::flow::{FlowConfig, FlowModel, FlowReport, FlowStats, FlowTrain, Sampler};
 use super::observables::{analyse, analyse_chains, Estimate, Recorder, TwoPoint};
+use super::spins::SpinRows;
 use super::table::{TableConfig, TableModel};
 use super::theory::Theory;
 use super::variational::{IsingModel, MhResult, TrainConfig, TrainStats};
@@ -431,27 +432,19 @@ struct Merged {
     leapfrog_steps: Option<usize>,
 }
 
-/// Spins packed into one `f64` of the gather: 52 bits, an integer that `f64` holds exactly.
-const SPINS_PER_WORD: usize = 52;
-
-/// Spins `+-1` as bits (1 for `-1`), [`SPINS_PER_WORD`] per `f64`, so that gathering a
-/// chain's configurations costs `1/6` byte per spin instead of 8.
-fn pack_spins(s: &[i8]) -> impl Iterator<Item = f64> + '_ {
-    s.chunks(SPINS_PER_WORD).map(|c| {
-        c.iter()
-            .enumerate()
-            .fold(0u64, |w, (i, &v)| w | (u64::from(v < 0) << i)) as f64
-    })
+/// A chain's packed spin words ([`SpinRows::words`]) as `f64`s for the gather: two a word,
+/// its low and high 32 bits (integers `f64` holds exactly), a quarter byte a spin.
+fn words_as_f64(words: &[u64]) -> impl Iterator<Item = f64> + '_ {
+    words
+        .iter()
+        .flat_map(|&w| [(w & 0xFFFF_FFFF) as f64, (w >> 32) as f64])
 }
 
-/// Appends the `len` spins of [`pack_spins`]'s words to `out`.
-fn unpack_spins(words: &[f64], len: usize, out: &mut Vec<i8>) {
-    out.reserve(len);
-    for (k, &w) in words.iter().enumerate() {
-        let w = w as u64;
-        let n = SPINS_PER_WORD.min(len - k * SPINS_PER_WORD);
-        out.extend((0..n).map(|i| if (w >> i) & 1 == 1 { -1 } else { 1 }));
-    }
+/// The words [`words_as_f64`] sent.
+fn words_from_f64(v: &[f64]) -> Vec<u64> {
+    v.chunks_exact(2)
+        .map(|p| p[0] as u64 | (p[1] as u64) << 32)
+        .collect()
 }
 
 /// Gathers every rank's chains (`parts`: this rank's, in chain order) onto every rank.
@@ -477,8 +470,8 @@ fn merge_chains(
         ]);
         match &p.configs {
             Configs::Spins(s) => {
-                local.extend([0.0, s.len() as f64]);
-                local.extend(pack_spins(s));
+                local.extend([0.0, s.words().len() as f64]);
+                local.extend(words_as_f64(s.words()));
             }
             Configs::Field(f) => {
                 local.extend([1.0, f.len() as f64]);
@@ -493,7 +486,7 @@ fn merge_chains(
     let all = parallel::gather_chunks(comm, local);
     let mut recorder = Recorder::new(lattice);
     let mut lens = Vec::with_capacity(chains.n);
-    let mut spins: Vec<i8> = Vec::new();
+    let mut spins = SpinRows::with_capacity(lattice.n_sites(), 0);
     let mut field: Vec<f64> = Vec::new();
     let mut is_field = false;
     let mut log_w = Vec::new();
@@ -524,9 +517,9 @@ fn merge_chains(
             field.extend(&all[at..at + len]);
             at += len;
         } else {
-            let packed = len.div_ceil(SPINS_PER_WORD);
-            unpack_spins(&all[at..at + packed], len, &mut spins);
-            at += packed;
+            let words = words_from_f64(&all[at..at + 2 * len]);
+            spins.append(&SpinRows::from_words(lattice.n_sites(), words));
+            at += 2 * len;
         }
         let lw = all[at] as usize;
         log_w.extend(&all[at + 1..at + 1 + lw]);
@@ -644,7 +637,7 @@ fn write_samples(dir: &Path, lattice: &Lattice, configs: &Configs) -> Result<()>
     };
     let path = dir.join("samples.npy");
     match configs {
-        Configs::Spins(s) => super::npy::write_i8(&path, &shape(s.len()), s),
+        Configs::Spins(s) => super::npy::write_i8(&path, &shape(s.len() * n), &s.to_i8()),
         Configs::Field(f) => super::npy::write_f64(&path, &shape(f.len()), f),
     }
 }
@@ -973,8 +966,7 @@ fn run_model(
          metropolis",
     );
     if let (Some(x0), Configs::Spins(spins)) = (m.pinned_site(), &mh.configs) {
-        let n = lattice.n_sites();
-        let chain: Vec<f64> = spins.chunks(n).map(|s| alignment(s, x0)).collect();
+        let chain: Vec<f64> = spins.rows().map(|s| alignment(&s, x0)).collect();
         let warning = pinned_warning(&chain, &mh.lens, &mh.alignment, &mh.log_w, cfg.local_every);
         rep.warnings.splice(0..0, warning);
     }
@@ -1402,20 +1394,11 @@ mod tests {
     use super::{chain_warnings, few_independent_warning, pareto_warning};
 
     #[test]
-    fn packed_spins_come_back() {
-        for len in [0, 1, 51, 52, 53, 256, 1000] {
-            let s: Vec<i8> = (0..len)
-                .map(|i: usize| if (i * 7 + i / 3) % 5 < 2 { -1 } else { 1 })
-                .collect();
-            let words: Vec<f64> = super::pack_spins(&s).collect();
-            assert_eq!(words.len(), len.div_ceil(super::SPINS_PER_WORD));
-            let mut back = vec![1i8; 3];
-            super::unpack_spins(&words, len, &mut back);
-            assert_eq!(&back[3..], &s[..], "len {len}");
-        }
-        // All 52 bits set: 2^52 - 1, exact in f64.
-        let words: Vec<f64> = super::pack_spins(&[-1; 52]).collect();
-        assert_eq!(words, [((1u64 << 52) - 1) as f64]);
+    fn packed_words_come_back() {
+        let words = [0, 1, u64::MAX, 0x8000_0000_0000_0001, 0xDEAD_BEEF_0123_4567];
+        let v: Vec<f64> = super::words_as_f64(&words).collect();
+        assert_eq!(v.len(), 10);
+        assert_eq!(super::words_from_f64(&v), words);
     }
 
     const ADVICE: &str = "add local sweeps (--local-every 10)";

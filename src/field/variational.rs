@@ -58,6 +58,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ising::IsingChain;
 use super::observables::{Estimate, Recorder};
+use super::spins::SpinRows;
 use super::theory::{ising_energy, Neighbours};
 use crate::error::{Error, Result};
 use crate::lattice::Lattice;
@@ -332,8 +333,8 @@ pub struct IsingModel {
 /// An independence Metropolis-Hastings chain with model proposals.
 pub struct MhResult {
     pub recorder: Recorder,
-    /// Chain states, `+-1`, one row per proposal.
-    pub spins: Vec<i8>,
+    /// Chain states, one row per proposal.
+    pub spins: SpinRows,
     /// `log w` of every proposal (importance weights).
     pub log_w: Vec<f64>,
     /// For a pinned model ([`Z2::Pinned`]), `s_x0 sign(M)` of every proposal
@@ -776,7 +777,7 @@ pub fn independence_chain<R: Rng>(
     let t0 = Instant::now();
     let mut rec = Recorder::new(lattice);
     rec.reserve(proposals);
-    let mut chain = Vec::with_capacity(proposals * n);
+    let mut chain = SpinRows::with_capacity(n, proposals);
     let mut log_w = Vec::with_capacity(proposals);
     let mut alignment = Vec::with_capacity(if pinned.is_some() { proposals } else { 0 });
     let mut accepted = Vec::with_capacity(proposals);
@@ -810,6 +811,7 @@ pub fn independence_chain<R: Rng>(
             log_w.push(lw);
             let u: f64 = rng.random();
             let acc = cur.is_empty() || u.ln() < lw - cur_lw;
+            let mut changed = acc;
             if acc {
                 cur.clear();
                 cur.extend_from_slice(&spins[i * n..(i + 1) * n]);
@@ -826,9 +828,14 @@ pub fn independence_chain<R: Rng>(
                     *u = u8::from(v < 0);
                 }
                 cur_lw = -beta * cur_e - log_q(&state_u8)?;
+                changed = true;
             }
             rec.record_spins(&cur, cur_e);
-            chain.extend_from_slice(&cur);
+            if changed {
+                chain.push(&cur);
+            } else {
+                chain.repeat_last();
+            }
         }
         progress(log_w.len());
     }
