@@ -138,17 +138,27 @@ pub fn run_chain(
     match *theory {
         Theory::Ising { beta, j, h } => {
             let mut c = IsingChain::new(nb, beta, j, h);
-            let update = |c: &mut IsingChain, rng: &mut Xoshiro256PlusPlus| match cfg.method {
-                Method::Wolff => {
-                    c.wolff_sweep(rng);
-                }
-                _ => c.metropolis_sweep(rng),
-            };
+            // Metropolis keeps the energy from its sweeps' changes of (B, M); after a Wolff
+            // sweep they are recounted.
+            let update =
+                |c: &mut IsingChain, rng: &mut Xoshiro256PlusPlus, sums: &mut (i64, i64)| match cfg
+                    .method
+                {
+                    Method::Wolff => {
+                        c.wolff_sweep(rng);
+                        *sums = c.bonds_and_magnetisation();
+                    }
+                    _ => {
+                        let (db, dm) = c.metropolis_sweep(rng);
+                        *sums = (sums.0 + db, sums.1 + dm);
+                    }
+                };
             if cfg.method == Method::Wolff {
                 c.calibrate_wolff(&mut rng, cfg.thermalise.max(100));
             }
+            let mut sums = c.bonds_and_magnetisation();
             for _ in 0..cfg.thermalise {
-                update(&mut c, &mut rng);
+                update(&mut c, &mut rng, &mut sums);
             }
             let mut spins = SpinRows::with_capacity(n, cfg.samples);
             let t0 = Instant::now();
@@ -159,10 +169,11 @@ pub fn run_chain(
                 }
                 c.reset_acceptance();
                 for _ in 0..every {
-                    update(&mut c, &mut rng);
+                    update(&mut c, &mut rng, &mut sums);
                 }
                 acc_series.push(c.acceptance());
-                rec.record_spins(&c.spins, c.energy());
+                debug_assert_eq!(c.energy_of(sums), c.energy());
+                rec.record_spins(&c.spins, c.energy_of(sums));
                 spins.push(&c.spins);
                 progress(k + 1);
             }
