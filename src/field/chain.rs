@@ -140,19 +140,18 @@ pub fn run_chain(
             let mut c = IsingChain::new(nb, beta, j, h);
             // Metropolis keeps the energy from its sweeps' changes of (B, M); after a Wolff
             // sweep they are recounted.
-            let update =
-                |c: &mut IsingChain, rng: &mut Xoshiro256PlusPlus, sums: &mut (i64, i64)| match cfg
-                    .method
-                {
-                    Method::Wolff => {
-                        c.wolff_sweep(rng);
-                        *sums = c.bonds_and_magnetisation();
-                    }
-                    _ => {
-                        let (db, dm) = c.metropolis_sweep(rng);
-                        *sums = (sums.0 + db, sums.1 + dm);
-                    }
-                };
+            let update = |c: &mut IsingChain,
+                          rng: &mut Xoshiro256PlusPlus,
+                          sums: &mut (i64, i64)| match cfg.method {
+                Method::Wolff => {
+                    c.wolff_sweep(rng);
+                    *sums = c.bonds_and_magnetisation();
+                }
+                _ => {
+                    let (db, dm) = c.metropolis_sweep(rng);
+                    *sums = (sums.0 + db, sums.1 + dm);
+                }
+            };
             if cfg.method == Method::Wolff {
                 c.calibrate_wolff(&mut rng, cfg.thermalise.max(100));
             }
