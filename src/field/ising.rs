@@ -128,12 +128,7 @@ impl IsingChain {
 
     /// The bond sum `B = sum_<ij> s_i s_j` and the magnetisation `M` of the current spins.
     pub fn bonds_and_magnetisation(&self) -> (i64, i64) {
-        let b = self
-            .nb
-            .bonds()
-            .map(|(a, b)| i64::from(self.spins[a]) * i64::from(self.spins[b]))
-            .sum();
-        (b, self.spins.iter().map(|&s| i64::from(s)).sum())
+        super::theory::ising_sums(&self.nb, &self.spins)
     }
 
     /// `E = -J B - h M`, what [`Self::energy`] computes from the spins, bit for bit.

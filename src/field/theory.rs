@@ -121,13 +121,19 @@ impl Neighbours {
 
 /// Ising energy `E(s) = -J sum_<ij> s_i s_j - h sum_i s_i` of spins `s_i = +-1`.
 pub fn ising_energy(nb: &Neighbours, j: f64, h: f64, s: &[i8]) -> f64 {
-    let bond: i32 = nb
+    let (bond, m) = ising_sums(nb, s);
+    -j * bond as f64 - h * m as f64
+}
+
+/// The bond sum `B = sum_<ij> s_i s_j` and the magnetisation `M` of spins `s`, integers
+/// (`E = -J B - h M`).
+pub fn ising_sums(nb: &Neighbours, s: &[i8]) -> (i64, i64) {
+    let bond = nb
         .bonds
         .iter()
-        .map(|&(a, b)| i32::from(s[a as usize]) * i32::from(s[b as usize]))
+        .map(|&(a, b)| i64::from(s[a as usize]) * i64::from(s[b as usize]))
         .sum();
-    let m: i32 = s.iter().map(|&v| i32::from(v)).sum();
-    -j * bond as f64 - h * m as f64
+    (bond, s.iter().map(|&v| i64::from(v)).sum())
 }
 
 /// phi^4 action `S(phi)`.
