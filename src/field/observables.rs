@@ -88,7 +88,7 @@ pub struct Recorder {
     /// Scratch: the row sums `P_x` (over `y`), their integer copy for spins, and the line
     /// sums over `x` at each `y`.
     rows: Vec<f64>,
-    int_rows: Vec<i32>,
+    int_rows: Vec<i64>,
     lines: Vec<f64>,
     cos_x: Vec<f64>,
     sin_x: Vec<f64>,
@@ -194,46 +194,33 @@ impl Recorder {
             self.lines[y] = line;
         }
         for r in 0..lx {
-            // sum_x rows[x] rows[(x + r) mod lx], without the division of `mod`.
-            let (head, tail) = self.rows.split_at(r);
-            let c: f64 = self.rows[..lx - r]
-                .iter()
-                .zip(tail)
-                .chain(self.rows[lx - r..].iter().zip(head))
-                .map(|(a, b)| a * b)
-                .sum();
+            let c = circular_product(&self.rows, r);
             self.corr.push(c / (lx * ly) as f64);
         }
         self.finish(energy);
     }
 
     /// [`Self::record`] for spins `+-1`, with the same results bit for bit: the row sums
-    /// and their products are integers, summed exactly in `i32` (vectorised) instead of
+    /// and their products are integers, summed exactly in `i64` (vectorised) instead of
     /// in `f64` chains of dependent additions (a fifth of a table proposal's cost at
     /// L = 16 before).
     pub fn record_spins(&mut self, spins: &[i8], energy: f64) {
         let (lx, ly) = (self.lx, self.ly);
         self.int_rows.fill(0);
         for (y, line) in spins.chunks_exact(lx).take(ly).enumerate() {
-            let mut sum = 0i32;
+            let mut sum = 0i64;
             for (p, &v) in self.int_rows.iter_mut().zip(line) {
-                *p += i32::from(v);
-                sum += i32::from(v);
+                *p += i64::from(v);
+                sum += i64::from(v);
             }
-            self.lines[y] = f64::from(sum);
+            self.lines[y] = sum as f64;
         }
         for (r, &p) in self.rows.iter_mut().zip(&self.int_rows) {
-            *r = f64::from(p);
+            *r = p as f64;
         }
         let p = &self.int_rows;
         for r in 0..lx {
-            let (head, tail) = p.split_at(r);
-            let c: i64 = p[..lx - r]
-                .iter()
-                .zip(tail)
-                .chain(p[lx - r..].iter().zip(head))
-                .map(|(a, b)| i64::from(a * b))
-                .sum();
+            let c = circular_product(p, r);
             self.corr.push(c as f64 / (lx * ly) as f64);
         }
         self.finish(energy);
@@ -262,6 +249,17 @@ impl Recorder {
         self.energy.push(energy);
         self.f_kmin.push(f);
     }
+}
+
+/// `sum_x p[x] p[(x + r) mod L]`, `L = p.len()`, without the division of `mod`.
+fn circular_product<T: Copy + std::ops::Mul<Output = T> + std::iter::Sum>(p: &[T], r: usize) -> T {
+    let (head, tail) = p.split_at(r);
+    p[..p.len() - r]
+        .iter()
+        .zip(tail)
+        .chain(p[p.len() - r..].iter().zip(head))
+        .map(|(&a, &b)| a * b)
+        .sum()
 }
 
 /// Number of jackknife blocks.
