@@ -215,7 +215,7 @@ pub fn jackknife(series: &[&[f64]], n_blocks: usize, f: impl Fn(&[f64]) -> f64) 
 
 /// The largest log weight `m` and the weights relative to it, `e^(log w - m)` (at most 1, so
 /// sums do not overflow).
-fn relative_weights(log_w: &[f64]) -> (f64, Vec<f64>) {
+pub fn relative_weights(log_w: &[f64]) -> (f64, Vec<f64>) {
     let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (max, log_w.iter().map(|l| (l - max).exp()).collect())
 }
