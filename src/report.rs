@@ -323,6 +323,32 @@ pub fn sample_text(r: &crate::field::sample::SampleReport, dir: &std::path::Path
             format!("{:.6} +- {:.6}", e.mean, e.error),
         );
     }
+    if let Some(rw) = &r.reweighted {
+        line(
+            "reweighted",
+            format!("every proposal, weight exp(-S)/q ({} draws):", rw.samples),
+        );
+        for (k, e) in &rw.estimates {
+            let exact = r
+                .exact
+                .get(k)
+                .map_or(String::new(), |x| format!("   (exact {x:.10})"));
+            line(
+                &format!("  {k}"),
+                format!("{:.8} +- {:.8}{exact}", e.mean, e.error),
+            );
+        }
+        let n = |k: &str| rw.effective_samples.get(k).copied().unwrap_or(0.0);
+        line(
+            "  effective samples |M|, E",
+            format!(
+                "{:.0}, {:.0}; {:.0} independent samples/s",
+                n("abs_magnetization"),
+                n("energy_density"),
+                rw.independent_samples_per_second
+            ),
+        );
+    }
     for w in &r.warnings {
         line("WARNING", w.clone());
     }

@@ -9,6 +9,7 @@ use candle_core::Device;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rgdiff::field::exact::{ising_enumerate, ising_transfer_matrix};
+use rgdiff::field::observables::analyse_weighted;
 use rgdiff::field::sample::{alignment, pinned_warning};
 use rgdiff::field::table::{TableConfig, TableModel};
 use rgdiff::field::variational::{IsingModel, LastStep, MhResult, TrainConfig, Z2};
@@ -172,6 +173,24 @@ fn chain_is_exact(mh: &MhResult, beta: f64) -> f64 {
         "|M|",
     );
     within(a.estimates["binder"], ex.binder, "binder");
+    // The same proposals reweighted instead of chained.
+    let n = mh.log_w.len();
+    let rw = analyse_weighted(&mh.proposals, &mh.log_w, 1.0);
+    assert_eq!(rw.samples, n);
+    within(
+        rw.estimates["energy_density"],
+        ex.energy_density,
+        "reweighted energy",
+    );
+    within(
+        rw.estimates["abs_magnetization"],
+        ex.abs_magnetization,
+        "reweighted |M|",
+    );
+    within(rw.estimates["binder"], ex.binder, "reweighted binder");
+    for (k, &eff) in &rw.effective_samples {
+        assert!(eff > 0.0 && eff <= n as f64, "{k}: {eff} effective of {n}");
+    }
     // Chi-square of the (bond sum, M) classes on the chain thinned to nearly independent states.
     let tau = a.tau_int.mean.max(a.tau_int_energy.mean);
     let step = (3.0 * tau).ceil() as usize;

@@ -77,6 +77,14 @@ fn flow_and_diffusion_run_reproduce_and_refuse_bad_input() {
     assert_eq!(a["flow"]["rg_two_point"].as_array().unwrap().len(), 4);
     assert!(a["acceptance"]["mean"].as_f64().unwrap() > 0.0);
     assert!(a["ess"]["mean"].as_f64().unwrap() > 0.0);
+    let rw = &a["reweighted"];
+    assert!(rw["energy_density"]["error"].as_f64().unwrap() > 0.0, "{a}");
+    assert!(
+        rw["effective_samples"]["abs_magnetization"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     assert!(a["flow"]["ode_logq_error"].as_f64().unwrap().is_finite());
     for f in [
         "config.json",

@@ -181,6 +181,23 @@ fn model_runs_train_checkpoint_and_resume() {
         );
     }
     assert!(v["pareto_k"].is_f64(), "{v}");
+    // Every proposal reweighted: the same observables, and their effective samples.
+    let rw = &v["reweighted"];
+    for key in [
+        "abs_magnetization",
+        "susceptibility",
+        "binder",
+        "energy_density",
+    ] {
+        assert!(
+            rw[key]["mean"].is_f64() && rw[key]["error"].is_f64(),
+            "reweighted {key}: {v}"
+        );
+    }
+    assert_eq!(rw["samples"], 500);
+    let eff = rw["effective_samples"]["energy_density"].as_f64().unwrap();
+    assert!(eff > 0.0 && eff <= 500.0, "{eff}");
+    assert!(rw["independent_samples_per_second"].as_f64().unwrap() > 0.0);
     // The proposals' log weights give log Z again.
     let (descr, shape, len) = npy(&out.join("log_weights.npy"));
     assert_eq!((descr.as_str(), shape.as_slice()), ("<f8", &[500usize][..]));
@@ -254,6 +271,10 @@ fn table_runs_checkpoint_and_resume_bit_for_bit() {
     for key in ["log_z", "energy_density", "acceptance", "free_energy_bound"] {
         assert_eq!(resumed[key], straight[key], "{key}");
     }
+    assert_eq!(
+        resumed["reweighted"]["energy_density"],
+        straight["reweighted"]["energy_density"]
+    );
     let trace = |d: &str| std::fs::read_to_string(tmp.path().join(d).join("trace.csv")).unwrap();
     let cols = |t: String| -> Vec<String> {
         // Everything but the seconds column.

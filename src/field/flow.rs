@@ -394,6 +394,9 @@ pub fn sde_paths(
 /// An independence Metropolis-Hastings chain with model proposals.
 pub struct FlowMh {
     pub recorder: Recorder,
+    /// Every proposal's observables, in the order of `log_w` (for
+    /// [`crate::field::observables::analyse_weighted`]).
+    pub proposals: Recorder,
     /// Chain states, one row per proposal.
     pub chain: Vec<f64>,
     /// `log w = -S - log q_eff` of every proposal.
@@ -422,11 +425,12 @@ pub fn metropolis_hastings(
     let nb = Neighbours::new(lattice);
     let t0 = Instant::now();
     let mut rec = Recorder::new(lattice);
+    let mut drawn = Recorder::new(lattice);
     let mut chain = Vec::with_capacity(proposals * v);
     let mut log_w = Vec::with_capacity(proposals);
     let mut acc = Vec::with_capacity(proposals);
     let mut cur: Vec<f64> = Vec::new();
-    let (mut cur_lw, mut cur_s) = (f64::NEG_INFINITY, 0.0);
+    let mut cur_lw = f64::NEG_INFINITY;
     let mut complete = true;
     while log_w.len() < proposals {
         if stop.load(Ordering::SeqCst) {
@@ -439,16 +443,18 @@ pub fn metropolis_hastings(
             let s = phi4_action(&nb, m2, lambda, row);
             let lw = -s - q;
             log_w.push(lw);
+            drawn.record(row, s);
             let u: f64 = rng.random();
             let ok = cur.is_empty() || u.ln() < lw - cur_lw;
             if ok {
                 cur.clear();
                 cur.extend_from_slice(row);
                 cur_lw = lw;
-                cur_s = s;
+                rec.push_copy(&drawn, drawn.len() - 1);
+            } else {
+                rec.repeat_last();
             }
             acc.push(if ok { 1.0 } else { 0.0 });
-            rec.record(&cur, cur_s);
             chain.extend_from_slice(&cur);
         }
         progress(log_w.len());
@@ -461,6 +467,7 @@ pub fn metropolis_hastings(
     };
     Ok(FlowMh {
         recorder: rec,
+        proposals: drawn,
         chain,
         log_w,
         acceptance,

@@ -39,7 +39,9 @@ use super::exact::{
     ising_enumerate, ising_kaufman, ising_magnetization_moments, ising_transfer_matrix,
 };
 use super::flow::{FlowConfig, FlowModel, FlowReport, FlowStats, FlowTrain, Sampler};
-use super::observables::{analyse, analyse_chains, Estimate, Recorder, TwoPoint};
+use super::observables::{
+    analyse, analyse_chains, analyse_weighted, Estimate, Recorder, Reweighted, TwoPoint,
+};
 use super::spins::SpinRows;
 use super::table::{TableConfig, TableModel};
 use super::theory::Theory;
@@ -153,6 +155,11 @@ pub struct SampleReport {
     /// Flow and diffusion methods: integration error, RG two-point functions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowReport>,
+    /// Model proposals (masked diffusion, lookup tables, flows): the same observables by
+    /// self-normalised importance sampling of all proposals instead of the chain
+    /// ([`analyse_weighted`]), with their effective sample counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reweighted: Option<Reweighted>,
 }
 
 /// Observer of a sampling run (the CLI's progress bars).
@@ -342,6 +349,7 @@ pub fn run_with(
                 done += r.recorder.len();
                 parts.push(ChainPart {
                     recorder: r.recorder,
+                    proposals: None,
                     configs: r.configs,
                     log_w: Vec::new(),
                     alignment: Vec::new(),
@@ -400,6 +408,8 @@ pub fn chain_seed(seed: u64, c: usize) -> u64 {
 /// What one chain produced (Markov chain or model-proposal MH chain).
 struct ChainPart {
     recorder: Recorder,
+    /// Every model proposal's observables (model chains), in the order of `log_w`.
+    proposals: Option<Recorder>,
     configs: Configs,
     /// Importance weights of the proposals (model chains).
     log_w: Vec<f64>,
@@ -415,6 +425,8 @@ struct ChainPart {
 /// All chains of all ranks, in chain order.
 struct Merged {
     recorder: Recorder,
+    /// The chains' [`ChainPart::proposals`], in chain order (empty for Markov chains).
+    proposals: Recorder,
     /// Length of every chain.
     lens: Vec<usize>,
     configs: Configs,
@@ -455,8 +467,8 @@ fn merge_chains(
     parts: Vec<ChainPart>,
 ) -> Merged {
     // Per chain: [recorder.., acceptance mean, error, seconds, complete, step, leapfrog,
-    // field?, configs len, configs.., log_w len, log_w.., alignment len, alignment..]; NaN
-    // for a missing step.
+    // field?, configs len, configs.., log_w len, log_w.., alignment len, alignment..,
+    // proposals?, proposals..]; NaN for a missing step.
     let mut local = Vec::new();
     for p in &parts {
         local.extend(p.recorder.pack());
@@ -482,9 +494,14 @@ fn merge_chains(
         local.extend(&p.log_w);
         local.push(p.alignment.len() as f64);
         local.extend(&p.alignment);
+        local.push(f64::from(u8::from(p.proposals.is_some())));
+        if let Some(r) = &p.proposals {
+            local.extend(r.pack());
+        }
     }
     let all = parallel::gather_chunks(comm, local);
     let mut recorder = Recorder::new(lattice);
+    let mut proposals = Recorder::new(lattice);
     let mut lens = Vec::with_capacity(chains.n);
     let mut spins = SpinRows::with_capacity(lattice.n_sites(), 0);
     let mut field: Vec<f64> = Vec::new();
@@ -527,6 +544,11 @@ fn merge_chains(
         let la = all[at] as usize;
         alignment.extend(&all[at + 1..at + 1 + la]);
         at += 1 + la;
+        let has_proposals = all[at] != 0.0;
+        at += 1;
+        if has_proposals {
+            at += proposals.extend_packed(&all[at..]);
+        }
     }
     let acceptance = if acc.len() == 1 {
         acc[0].1
@@ -543,6 +565,7 @@ fn merge_chains(
     };
     Merged {
         recorder,
+        proposals,
         lens,
         configs: if is_field {
             Configs::Field(field)
@@ -601,6 +624,7 @@ fn report_from(
             .into_iter()
             .collect(),
         flow: None,
+        reweighted: None,
     }
 }
 
@@ -934,6 +958,7 @@ fn run_model(
         done += mh.recorder.len();
         parts.push(ChainPart {
             recorder: mh.recorder,
+            proposals: Some(mh.proposals),
             configs: Configs::Spins(mh.spins),
             log_w: mh.log_w,
             alignment: mh.alignment,
@@ -958,7 +983,7 @@ fn run_model(
     let mut rep = independence_report(
         problem,
         cfg,
-        &a,
+        (&a, &mh.proposals),
         (mh.acceptance, mh.seconds, mh.complete),
         &mh.log_w,
         cfg.local_every,
@@ -983,13 +1008,14 @@ fn run_model(
 fn independence_report(
     problem: &ClassicalProblem,
     cfg: &SampleConfig,
-    a: &super::observables::Analysis,
+    (a, proposals): (&super::observables::Analysis, &Recorder),
     (acceptance, seconds, complete): (Estimate, f64, bool),
     log_w: &[f64],
     local_every: usize,
     advice: &str,
 ) -> SampleReport {
     let mut rep = report_from(problem, cfg, a, acceptance, seconds);
+    rep.reweighted = Some(analyse_weighted(proposals, log_w, seconds));
     rep.status = if complete { "finished" } else { "interrupted" }.into();
     let (ess, ess_err) = stats::ess_with_error(log_w, 50);
     rep.ess = Some(Estimate::new(ess, ess_err));
@@ -1332,7 +1358,7 @@ fn run_flow(
     let mut rep = independence_report(
         problem,
         cfg,
-        &a,
+        (&a, &mh.proposals),
         (mh.acceptance, mh.seconds, mh.complete),
         &mh.log_w,
         0,

@@ -333,6 +333,9 @@ pub struct IsingModel {
 /// An independence Metropolis-Hastings chain with model proposals.
 pub struct MhResult {
     pub recorder: Recorder,
+    /// Every proposal's observables, in the order of `log_w` (for
+    /// [`crate::field::observables::analyse_weighted`]).
+    pub proposals: Recorder,
     /// Chain states, one row per proposal.
     pub spins: SpinRows,
     /// `log w` of every proposal (importance weights).
@@ -777,13 +780,14 @@ pub fn independence_chain<R: Rng>(
     let t0 = Instant::now();
     let mut rec = Recorder::new(lattice);
     rec.reserve(proposals);
+    let mut drawn = Recorder::new(lattice);
+    drawn.reserve(proposals);
     let mut chain = SpinRows::with_capacity(n, proposals);
     let mut log_w = Vec::with_capacity(proposals);
     let mut alignment = Vec::with_capacity(if pinned.is_some() { proposals } else { 0 });
     let mut accepted = Vec::with_capacity(proposals);
     let mut cur: Vec<i8> = Vec::new();
     let mut cur_lw = f64::NEG_INFINITY;
-    let mut cur_e = 0.0;
     let mut spins = Vec::new();
     let mut complete = true;
     let mut local = IsingChain::new(nb.clone(), beta, j, h);
@@ -809,31 +813,31 @@ pub fn independence_chain<R: Rng>(
         for i in 0..b {
             let lw = -beta * e[i] - lq[i];
             log_w.push(lw);
+            drawn.record_spins(&spins[i * n..(i + 1) * n], e[i]);
             let u: f64 = rng.random();
             let acc = cur.is_empty() || u.ln() < lw - cur_lw;
-            let mut changed = acc;
             if acc {
                 cur.clear();
                 cur.extend_from_slice(&spins[i * n..(i + 1) * n]);
                 cur_lw = lw;
-                cur_e = e[i];
             }
             accepted.push(if acc { 1.0 } else { 0.0 });
             if local_every > 0 && log_w.len().is_multiple_of(local_every) {
                 local.spins.copy_from_slice(&cur);
                 local.metropolis_sweep(rng);
                 cur.copy_from_slice(&local.spins);
-                cur_e = local.energy();
+                let cur_e = local.energy();
                 for (u, &v) in state_u8.iter_mut().zip(&cur) {
                     *u = u8::from(v < 0);
                 }
                 cur_lw = -beta * cur_e - log_q(&state_u8)?;
-                changed = true;
-            }
-            rec.record_spins(&cur, cur_e);
-            if changed {
+                rec.record_spins(&cur, cur_e);
+                chain.push(&cur);
+            } else if acc {
+                rec.push_copy(&drawn, drawn.len() - 1);
                 chain.push(&cur);
             } else {
+                rec.repeat_last();
                 chain.repeat_last();
             }
         }
@@ -847,6 +851,7 @@ pub fn independence_chain<R: Rng>(
     };
     Ok(MhResult {
         recorder: rec,
+        proposals: drawn,
         spins: chain,
         log_w,
         alignment,
