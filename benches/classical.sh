@@ -21,14 +21,18 @@ v = json.load(open(sys.argv[1]))
 g = lambda k: v[k]["mean"] if k in v else float("nan")
 ess = f'{v["ess"]["mean"]:.3f}' if "ess" in v else "-"
 lz = f'{v["log_z"]["mean"]:.4f}({1e4*v["log_z"]["error"]:.0f})' if "log_z" in v else "-"
+e = lambda d: f'{d["energy_density"]["mean"]:.4f}({1e4*d["energy_density"]["error"]:.0f})'
+rw = v.get("reweighted")
+rw_rate = f'{rw["independent_samples_per_second"]:.0f}' if rw else "-"
+rw_e = e(rw) if rw else "-"
 print(f'| {sys.argv[2].split("/")[-1][:-5]} | {sys.argv[3]} | {v["samples"]} | {g("acceptance"):.3f} | {ess} '
       f'| {v["tau_int"]["mean"]:.1f} | {v["tau_int_energy"]["mean"]:.1f} | {v["samples_per_second"]:.0f} '
-      f'| {v["independent_samples_per_second"]:.0f} | {v["training_seconds"]:.0f} '
-      f'| {g("energy_density"):.4f}({1e4*v["energy_density"]["error"]:.0f}) | {g("abs_magnetization"):.4f} | {lz} |')
+      f'| {v["independent_samples_per_second"]:.0f} | {rw_rate} | {v["training_seconds"]:.0f} '
+      f'| {e(v)} | {rw_e} | {g("abs_magnetization"):.4f} | {lz} |')
 PY
 }
-echo "| file | method | samples | acceptance | ESS | tau_int abs M | tau_int E | samples/s | indep./s | training s | E/N or S/N (err 1e-4) | abs M/N | log Z |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| file | method | samples | acceptance | ESS | tau_int abs M | tau_int E | samples/s | indep./s | indep./s reweighted | training s | E/N or S/N (err 1e-4) | reweighted | abs M/N | log Z |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 if [ "${BASELINES:-1}" = 1 ]; then
   for L in 8 16 32; do
     row hamiltonians/ising_square_$L.toml wolff --samples 20000
