@@ -291,6 +291,26 @@ fn sample_is_the_same_on_one_and_two_ranks_and_exact() {
         }
         let tau = rep["tau_int"]["mean"].as_f64().unwrap();
         assert!(tau >= 0.5 && tau.is_finite(), "{name}: tau_int {tau}");
+        if name == "model" {
+            // Every rank's proposals, gathered in chain order and reweighted.
+            let rw = &rep["reweighted"];
+            assert_eq!(rw["samples"], rep["samples"]);
+            for key in ["energy_density", "abs_magnetization", "susceptibility"] {
+                assert_eq!(
+                    reports[0]["reweighted"][key], rw[key],
+                    "reweighted {key} differs between 1 and 2 ranks"
+                );
+                let (mean, err) = (
+                    rw[key]["mean"].as_f64().unwrap(),
+                    rw[key]["error"].as_f64().unwrap(),
+                );
+                let exact = rep["exact"][key].as_f64().unwrap();
+                assert!(
+                    err > 0.0 && (mean - exact).abs() < 4.0 * err,
+                    "reweighted {key} = {mean} +- {err}, exact {exact}"
+                );
+            }
+        }
     }
 }
 
