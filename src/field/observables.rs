@@ -395,8 +395,8 @@ pub struct Reweighted {
 }
 
 /// The observables of independent draws of a proposal `q`, recorded in `rec`, under the
-/// target `p`, from the draws' log importance weights `log_w = log(exp(-beta E) / q)` (any
-/// constant offset): self-normalised importance sampling,
+/// target `p = exp(-S) / Z`, from the draws' log importance weights `log_w = -S - log q`
+/// (`S = beta E` for the Ising model; any constant offset): self-normalised importance sampling,
 /// `<O>_p = sum_i w_i O_i / sum_i w_i`, for every observable of [`analyse`]. Every estimate,
 /// means included, is a function of the means of `w` and of `w O` for some series `O`, and
 /// carries a jackknife error over `BLOCKS` blocks (the draws are independent, so any block
@@ -404,7 +404,7 @@ pub struct Reweighted {
 /// that proposes every configuration (as `n -> infinity`), like the independence
 /// Metropolis-Hastings chain fed by the same draws, and better: it keeps the rejected
 /// proposals, so its effective sample count is the importance weights' (about the ESS,
-/// [`effective_samples`]), while a chain's is `n / (2 tau_int)`, near `n acceptance / 2`.
+/// [`effective_samples`]), while a chain's is `n / (2 tau_int)`.
 /// `seconds` (the sampling time) turns the effective samples into a rate.
 pub fn analyse_weighted(rec: &Recorder, log_w: &[f64], seconds: f64) -> Reweighted {
     assert_eq!(rec.len(), log_w.len(), "one weight per recorded draw");
@@ -503,8 +503,9 @@ mod tests {
     }
 
     /// Uniform draws of 4x4 configurations reweighted to the Boltzmann distribution at
-    /// `beta = 0.15` (importance-weight ESS about a half) give the enumerated energy and `<|M|>`, and their effective samples match
-    /// the spread of the estimates over independent repetitions.
+    /// `beta = 0.15` (importance-weight ESS about a half) give the enumerated energy and
+    /// `<|M|>`, and the energy's errors match the spread of its estimates over independent
+    /// repetitions.
     #[test]
     fn reweighted_uniform_draws_are_exact() {
         use crate::field::exact::ising_enumerate;

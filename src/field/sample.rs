@@ -1003,8 +1003,8 @@ fn run_model(
 
 /// The report of an independence Metropolis-Hastings chain with model proposals (the masked
 /// diffusion, or the RG flow): the chain's analysis, then what the importance weights
-/// `log_w = -S(x) - log q(x)` of every proposal give (ESS, `log Z`) and the
-/// [`chain_warnings`]. `(acceptance, seconds, complete)` describe the chain.
+/// `log_w = -S(x) - log q(x)` of every proposal give (ESS, `log Z`, and with the proposals'
+/// observables `proposals` the reweighted estimates) and the [`chain_warnings`]. `(acceptance, seconds, complete)` describe the chain.
 fn independence_report(
     problem: &ClassicalProblem,
     cfg: &SampleConfig,
@@ -1124,8 +1124,9 @@ pub fn pinned_warning(
              is {:.4} +- {:.4} in the chain (exact through its local sweeps) but {w:.4} +- \
              {w_err:.4} importance-weighted over the proposals ({pull:.1} error bars apart): \
              the proposal underweights the configurations whose pinned site is against the \
-             magnetisation, so log Z, the ESS and KL(q || p) from its weights are biased (the \
-             chain's observables are not); use --z2 mixture for them",
+             magnetisation, so log Z, the ESS, KL(q || p) and the reweighted observables from \
+             its weights are biased (the chain's observables are not); use --z2 mixture for \
+             them",
             c.mean, c.error
         )
     })
