@@ -62,6 +62,17 @@ fn npy(p: &Path) -> (String, Vec<usize>, usize) {
     (descr, shape, bytes.len() - off)
 }
 
+/// Every `key` of the report `v` is an estimate `{"mean": f64, "error": f64}`.
+#[track_caller]
+fn assert_estimates(v: &Value, keys: &[&str]) {
+    for key in keys {
+        assert!(
+            v[key]["mean"].is_f64() && v[key]["error"].is_f64(),
+            "{key}: {v}"
+        );
+    }
+}
+
 #[test]
 fn markov_chain_runs_write_their_directory_and_json() {
     let tmp = tempfile::tempdir().unwrap();
@@ -81,20 +92,18 @@ fn markov_chain_runs_write_their_directory_and_json() {
     let stdout = ok(&args);
     let v: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v, read_json(&out.join("observables.json")));
-    for key in [
-        "abs_magnetization",
-        "susceptibility",
-        "binder",
-        "energy_density",
-        "acceptance",
-        "tau_int",
-        "correlation_length",
-    ] {
-        assert!(
-            v[key]["mean"].is_f64() && v[key]["error"].is_f64(),
-            "{key}: {v}"
-        );
-    }
+    assert_estimates(
+        &v,
+        &[
+            "abs_magnetization",
+            "susceptibility",
+            "binder",
+            "energy_density",
+            "acceptance",
+            "tau_int",
+            "correlation_length",
+        ],
+    );
     // The exact 4x4 values come along, and the estimate agrees with them.
     let (e, err) = (
         v["energy_density"]["mean"].as_f64().unwrap(),
@@ -174,26 +183,19 @@ fn model_runs_train_checkpoint_and_resume() {
     args.extend(common);
     let v: Value = serde_json::from_str(ok(&args).trim()).unwrap();
     assert_eq!(v["method"], "model");
-    for key in ["ess", "log_z", "acceptance", "free_energy_bound"] {
-        assert!(
-            v[key]["mean"].is_f64() && v[key]["error"].is_f64(),
-            "{key}: {v}"
-        );
-    }
+    assert_estimates(&v, &["ess", "log_z", "acceptance", "free_energy_bound"]);
     assert!(v["pareto_k"].is_f64(), "{v}");
     // Every proposal reweighted: the same observables, and their effective samples.
     let rw = &v["reweighted"];
-    for key in [
-        "abs_magnetization",
-        "susceptibility",
-        "binder",
-        "energy_density",
-    ] {
-        assert!(
-            rw[key]["mean"].is_f64() && rw[key]["error"].is_f64(),
-            "reweighted {key}: {v}"
-        );
-    }
+    assert_estimates(
+        rw,
+        &[
+            "abs_magnetization",
+            "susceptibility",
+            "binder",
+            "energy_density",
+        ],
+    );
     assert_eq!(rw["samples"], 500);
     let eff = rw["effective_samples"]["energy_density"].as_f64().unwrap();
     assert!(eff > 0.0 && eff <= 500.0, "{eff}");
